@@ -1,0 +1,321 @@
+"""``x2br build-dataset``: virtual patients -> training shards.
+
+Layout of a dataset folder (all paths relative to it)::
+
+    dataset.json                 manifest: version, sources, sizes, splits -> case files
+    <split>/case_XXXXX.npz       one case (keys below), split in train | val | test
+    yolo/images/<split>/case_XXXXX.png, yolo/labels/<split>/case_XXXXX.txt, yolo/data.yaml
+
+Case keys: ``image`` (H, W) float16 [0, 1] bone bright; ``geometry`` JSON of the
+:class:`ProjectionGeometry`; ``points_lps_mm`` (N, 3) float32; ``point_labels``
+(N,) uint8 (catalog labels, 0 background); ``gt_labels`` (X, Y, Z) uint8 on
+``geometry.box_grid(gt_voxel_mm)``; ``gt_voxel_mm``; ``boxes`` (K, 5) float32
+(label, u0, v0, u1, v1 in px); ``params`` JSON of the variation and film.
+
+Seeds: case ``i`` of split ``s`` uses ``np.random.default_rng([seed, SPLIT_ID[s], i])``;
+train, val and test therefore never share a seed, and the test split also
+draws held-out variation (see virtual.py). Resumable: finished cases are kept,
+each file is written to a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import anatomy
+from ..drr import hu_to_mu, render_drr
+from ..geometry import ProjectionGeometry
+from ..io.ct import LabelledCT
+from .film import default_film, develop, sample_film
+from .virtual import AnatomySource, identity_variation, sample_variation
+
+DATASET_VERSION = 1
+SPLIT_ID = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass
+class BuildConfig:
+    """out: dataset folder. counts: cases per split. image_size: radiograph px (square).
+    gt_voxel_mm: ground-truth / DRR grid spacing. n_points: occupancy samples per case
+    (half uniform in the box, half within ``surface_sigma_mm`` of bone surfaces)."""
+
+    out: str
+    counts: dict = field(default_factory=lambda: {"train": 800, "val": 40, "test": 60})
+    image_size: int = 256
+    gt_voxel_mm: float = 2.0
+    n_points: int = 65536
+    surface_sigma_mm: float = 3.0
+    drr_step_mm: float = 1.0
+    seed: int = 0
+    workers: int = 1
+    device: str = "cpu"
+    progress: bool = True
+
+
+def case_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, SPLIT_ID[split], index])
+
+
+def make_case(src: AnatomySource, cfg: BuildConfig, split: str, index: int, clean: bool = False) -> dict:
+    """Build one virtual patient's training case (see module docstring for keys).
+
+    clean: identity anatomy and a clean default PA film (for the sample data and tests).
+    """
+    rng = case_rng(cfg.seed, split, index)
+    t0 = time.perf_counter()
+    held_out = split == "test" and rng.uniform() < 0.5
+    params = identity_variation() if clean else sample_variation(rng, held_out)
+    film = default_film("PA") if clean else sample_film(rng)
+    geom = film.geometry((cfg.image_size, cfg.image_size))
+    gt, mu, ijk_to_lps = warped_volumes(src, geom, params, cfg.gt_voxel_mm)
+    shape, origin, spacing = geom.box_grid(cfg.gt_voxel_mm)
+    dev = src.device
+    iso = torch.tensor(geom.isocenter_lps_mm, dtype=torch.float32, device=dev)
+    t_warp = time.perf_counter()
+    L = render_drr(mu, ijk_to_lps, geom, step_mm=cfg.drr_step_mm, device=dev)[0].cpu().numpy()
+    t_drr = time.perf_counter()
+    image = develop(L, film)
+    # occupancy samples: uniform in the box + near bone surfaces (Occupancy Networks' scheme)
+    n_uni = cfg.n_points // 2
+    lo, hi = geom.box_bounds_lps_mm()
+    uni = rng.uniform(lo, hi, (n_uni, 3))
+    gt_np = gt.cpu().numpy()
+    surf_idx = _surface_voxels(gt_np)
+    pick = surf_idx[rng.integers(0, len(surf_idx), cfg.n_points - n_uni)] if len(surf_idx) else \
+        np.zeros((0, 3), int)
+    near = origin + pick * spacing + rng.normal(0, cfg.surface_sigma_mm, pick.shape)
+    pts = np.concatenate([uni, near]).astype(np.float32)
+    pts_t = torch.from_numpy(pts).to(dev)
+    plab = src.sample_labels(src.warp(pts_t - iso, params)).cpu().numpy()
+    boxes = bone_boxes(gt_np, origin, spacing, geom)
+    t_end = time.perf_counter()
+    return {
+        "image": image.astype(np.float16),
+        "geometry": np.array(geom.to_json()),
+        "points_lps_mm": pts,
+        "point_labels": plab.astype(np.uint8),
+        "gt_labels": gt_np.astype(np.uint8),
+        "gt_voxel_mm": np.array(cfg.gt_voxel_mm),
+        "boxes": boxes,
+        "params": np.array(json.dumps({"anatomy": params.to_dict(), "film": film.to_dict(),
+                                       "held_out": bool(held_out), "source": src.name,
+                                       "split": split, "index": index})),
+        "timings": np.array(json.dumps({"warp_s": t_warp - t0, "drr_s": t_drr - t_warp,
+                                        "rest_s": t_end - t_drr})),
+    }
+
+
+def warped_volumes(src: AnatomySource, geom: ProjectionGeometry, params, voxel_mm: float):
+    """Evaluate a virtual patient on ``geom.box_grid(voxel_mm)``.
+
+    Returns (labels (X, Y, Z) uint8 torch, mu (Z, Y, X) float32 torch attenuation per mm,
+    ijk_to_lps (4, 4) of the mu array). The DRR integrates this same grid.
+    """
+    dev = src.device
+    shape, origin, spacing = geom.box_grid(voxel_mm)
+    axes = [torch.arange(n, dtype=torch.float32, device=dev) * float(s) + float(o)
+            for n, s, o in zip(shape, spacing, origin)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    iso = torch.tensor(geom.isocenter_lps_mm, dtype=torch.float32, device=dev)
+    p_ct = src.warp(grid - iso, params)
+    del grid
+    lab = src.sample_labels(p_ct)
+    hu = src.sample_hu(p_ct, params, lab)
+    del p_ct
+    mu = hu_to_mu(hu.reshape(shape).permute(2, 1, 0).contiguous())
+    ijk_to_lps = np.eye(4)
+    ijk_to_lps[:3, :3] = np.diag(spacing)
+    ijk_to_lps[:3, 3] = origin
+    return lab.reshape(shape), mu, ijk_to_lps
+
+
+def _surface_voxels(labels: np.ndarray) -> np.ndarray:
+    """(M, 3) indices of bone voxels with a 6-neighbour of another label."""
+    edge = np.zeros(labels.shape, bool)
+    for ax in range(3):
+        d = np.diff(labels, axis=ax) != 0
+        sl_a = [slice(None)] * 3
+        sl_b = [slice(None)] * 3
+        sl_a[ax] = slice(0, -1)
+        sl_b[ax] = slice(1, None)
+        edge[tuple(sl_a)] |= d
+        edge[tuple(sl_b)] |= d
+    return np.argwhere(edge & (labels > 0))
+
+
+def bone_boxes(gt: np.ndarray, origin, spacing, geom: ProjectionGeometry, min_px: float = 2.0) -> np.ndarray:
+    """(K, 5) float32 rows (label, u0, v0, u1, v1) in px: each bone's 2D box on the film,
+    from the projection of its ground-truth voxels (grown by half a voxel)."""
+    rows = []
+    for b in anatomy.BONES:
+        idx = np.argwhere(gt == b.label)
+        if len(idx) < 4:
+            continue
+        pts = origin + idx * spacing
+        uv, _ = geom.project(pts)
+        pad = 0.5 * float(np.max(spacing)) * geom.magnification / min(geom.spacing_mm)
+        u0, v0 = uv.min(0) - pad
+        u1, v1 = uv.max(0) + pad
+        u0, u1 = np.clip([u0, u1], -0.5, geom.width - 0.5)
+        v0, v1 = np.clip([v0, v1], -0.5, geom.height - 0.5)
+        if u1 - u0 >= min_px and v1 - v0 >= min_px:
+            rows.append((b.label, u0, v0, u1, v1))
+    return np.array(rows, np.float32).reshape(-1, 5)
+
+
+def write_yolo(root: Path, split: str, name: str, image: np.ndarray, boxes: np.ndarray) -> None:
+    """YOLO detection files: class = catalog label - 1, normalised centre x, y, width, height."""
+    from PIL import Image
+
+    h, w = image.shape
+    img_dir, lab_dir = root / "yolo" / "images" / split, root / "yolo" / "labels" / split
+    img_dir.mkdir(parents=True, exist_ok=True)
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for label, u0, v0, u1, v1 in boxes:
+        u0, v0, u1, v1 = u0 + 0.5, v0 + 0.5, u1 + 0.5, v1 + 0.5  # pixel edges
+        lines.append(f"{int(label) - 1} {(u0 + u1) / 2 / w:.6f} {(v0 + v1) / 2 / h:.6f} "
+                     f"{(u1 - u0) / w:.6f} {(v1 - v0) / h:.6f}")
+    _atomic_write_text(lab_dir / f"{name}.txt", "\n".join(lines) + ("\n" if lines else ""))
+    tmp = img_dir / f".{name}.tmp.png"
+    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(tmp)
+    os.replace(tmp, img_dir / f"{name}.png")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_case(path: Path, case: dict) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez_compressed(tmp, **case)
+    os.replace(tmp, path)
+
+
+def case_is_complete(path: Path) -> bool:
+    if not path.exists():
+        return False
+    try:
+        with np.load(path) as z:
+            return "gt_labels" in z.files and "image" in z.files
+    except Exception:
+        return False
+
+
+# ---------------------------------------------------------------------- driver
+_WORKER: dict = {}
+
+
+def _init_worker(ct_paths: dict, device: str):
+    torch.set_num_threads(1)
+    from ..io.ct import read_labelled_ct
+
+    ct = read_labelled_ct(ct_paths["ct"], ct_paths["labels"], ct_paths.get("structures"), ct_paths.get("name"))
+    _WORKER["src"] = AnatomySource(ct, device)
+
+
+def _work(job):
+    cfg, split, index = job
+    name = f"case_{index:05d}"
+    root = Path(cfg.out)
+    case = make_case(_WORKER["src"], cfg, split, index)
+    write_yolo(root, split, name, case["image"].astype(np.float32), case["boxes"])
+    save_case(root / split / f"{name}.npz", case)
+    return split, name, json.loads(str(case["timings"]))
+
+
+def build_dataset(cfg: BuildConfig, ct_paths: dict, log=print) -> dict:
+    """Build (or resume) a dataset; returns the manifest. ct_paths: ``ct``, ``labels``,
+    optional ``structures`` (TotalSegmentator name table) and ``name``."""
+    root = Path(cfg.out)
+    for split in cfg.counts:
+        if split not in SPLIT_ID:
+            raise ValueError(f"unknown split {split!r}; use train, val or test")
+        (root / split).mkdir(parents=True, exist_ok=True)
+    manifest_path = root / "dataset.json"
+    settings = {"version": DATASET_VERSION, "image_size": cfg.image_size, "gt_voxel_mm": cfg.gt_voxel_mm,
+                "n_points": cfg.n_points, "surface_sigma_mm": cfg.surface_sigma_mm, "seed": cfg.seed,
+                "drr_step_mm": cfg.drr_step_mm}
+    if manifest_path.exists():
+        old = json.loads(manifest_path.read_text())
+        clash = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if clash:
+            raise ValueError(f"{root} holds a dataset built with other settings {clash}; "
+                             "choose another output folder")
+    jobs = [(cfg, s, i) for s, n in cfg.counts.items() for i in range(n)
+            if not case_is_complete(root / s / f"case_{i:05d}.npz")]
+    total = sum(cfg.counts.values())
+    log(f"x2br build-dataset: {total - len(jobs)} of {total} cases already built, {len(jobs)} to go "
+        f"({cfg.workers} worker(s), device {cfg.device})")
+    t0 = time.perf_counter()
+    timings = []
+    bar = _progress(len(jobs), cfg.progress)
+    if cfg.workers > 1 and jobs:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(cfg.workers, _init_worker, (ct_paths, cfg.device)) as pool:
+            for _, _, t in pool.imap_unordered(_work, jobs):
+                timings.append(t)
+                bar.update(1)
+    elif jobs:
+        _init_worker(ct_paths, cfg.device)
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        for job in jobs:
+            timings.append(_work(job)[2])
+            bar.update(1)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    manifest = dict(settings)
+    manifest.update({
+        "sources": [{"name": ct_paths.get("name", Path(str(ct_paths["ct"])).name), "ct": str(ct_paths["ct"]),
+                     "labels": str(ct_paths["labels"])}],
+        "splits": {s: sorted(p.name for p in (root / s).glob("case_*.npz")) for s in cfg.counts},
+        "catalog": {b.label: b.name for b in anatomy.BONES},
+        "last_build": {"cases": len(jobs), "seconds": round(elapsed, 2),
+                       "cases_per_minute": round(60 * len(jobs) / elapsed, 2) if jobs and elapsed > 0 else None,
+                       "workers": cfg.workers, "device": cfg.device},
+    })
+    _write_yolo_yaml(root, list(cfg.counts))
+    _atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _write_yolo_yaml(root: Path, splits) -> None:
+    names = "\n".join(f"  {b.label - 1}: {b.name}" for b in anatomy.BONES)
+    text = f"path: {(root / 'yolo').resolve()}\n" + "".join(
+        f"{'val' if s == 'val' else s}: images/{s}\n" for s in splits) + f"names:\n{names}\n"
+    _atomic_write_text(root / "yolo" / "data.yaml", text)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled or total == 0:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="case", file=sys.stderr, dynamic_ncols=True)
+
+
+def load_source(ct_paths: dict, device="cpu") -> AnatomySource:
+    from ..io.ct import read_labelled_ct
+
+    ct: LabelledCT = read_labelled_ct(ct_paths["ct"], ct_paths["labels"], ct_paths.get("structures"),
+                                      ct_paths.get("name"))
+    return AnatomySource(ct, device)

@@ -1,0 +1,128 @@
+"""CT plus label-map input: the training side's entry point.
+
+``read_labelled_ct(ct, labels)`` reads a CT (NIfTI, NRRD, MHA or a DICOM series
+folder) and its bone labels (a TotalSegmentator multi-label map, or a folder of
+per-structure masks named ``<structure>.nii.gz``) and returns a
+:class:`LabelledCT` whose labels are already translated to the X2BR bone
+catalog (anatomy.py). Everything is in LPS millimetres (SimpleITK's frame).
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import anatomy
+from ..errors import InputError
+from ..volume import Volume
+
+_IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+@dataclass
+class LabelledCT:
+    """hu: CT in Hounsfield units (float32 Volume); labels: catalog labels
+    (uint8 Volume on the same grid); source: provenance strings."""
+
+    hu: Volume
+    labels: Volume
+    name: str = "ct"
+    source: dict = field(default_factory=dict)
+
+    def bones_present(self) -> list[int]:
+        return [int(v) for v in np.unique(self.labels.array) if v]
+
+
+def _read_image(path: Path):
+    import SimpleITK as sitk
+
+    if not path.exists():
+        raise InputError("file or folder not found", path)
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(path))
+            if not series:
+                raise InputError("folder holds no DICOM series", path)
+            if len(series) > 1:
+                raise InputError(f"folder holds {len(series)} DICOM series; give the folder of one", path)
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+            return reader.Execute()
+        return sitk.ReadImage(str(path))
+    except InputError:
+        raise
+    except RuntimeError as e:
+        raise InputError(f"cannot be read as an image ({str(e).strip().splitlines()[-1][:200]})", path) from e
+
+
+def read_structure_table(csv_path) -> dict[str, int]:
+    """A TotalSegmentator name table: CSV with columns ``structure`` and ``id``."""
+    out = {}
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            out[row["structure"].strip()] = int(row["id"])
+    return out
+
+
+def read_labelled_ct(ct_path, labels_path, structure_table=None, name=None) -> LabelledCT:
+    """Read a CT and its TotalSegmentator labels, translated to catalog labels.
+
+    ct_path: CT image file or DICOM series folder (values in HU).
+    labels_path: a multi-label map on the CT grid, or a folder of per-structure
+        binary masks named after TotalSegmentator structures (``rib_left_1.nii.gz``).
+    structure_table: path of a CSV (``structure,id``) or a dict; the standard
+        TotalSegmentator v2 ids when None.
+    """
+    import SimpleITK as sitk
+
+    ct_path, labels_path = Path(ct_path), Path(labels_path)
+    ct = _read_image(ct_path)
+    if ct.GetDimension() != 3 or min(ct.GetSize()) < 2:
+        raise InputError(f"expected a 3D CT volume, got size {ct.GetSize()}", ct_path)
+    ct = sitk.Cast(ct, sitk.sitkFloat32)
+    hu = Volume.from_sitk(ct, np.float32)
+    if float(hu.array.min()) >= 0 and float(hu.array.max()) > 1500:
+        # stored values without rescale: typical raw CT has air near 0 and water near 1000-1024
+        raise InputError("CT values do not look like Hounsfield units (no negative values); "
+                         "apply the rescale intercept first", ct_path)
+
+    if labels_path.is_dir() and not any(labels_path.glob("*.dcm")):
+        cat = np.zeros(hu.array.shape, np.uint8)
+        found = 0
+        for b in anatomy.BONES:
+            for suffix in _IMAGE_SUFFIXES:
+                p = labels_path / f"{b.totalseg_name}{suffix}"
+                if p.exists():
+                    m = _read_image(p)
+                    if m.GetSize() != ct.GetSize():
+                        raise InputError(f"mask size {m.GetSize()} differs from the CT's {ct.GetSize()}", p)
+                    cat[sitk.GetArrayFromImage(m) > 0] = b.label
+                    found += 1
+                    break
+        if not found:
+            raise InputError("no mask named after a catalog bone (e.g. rib_left_1.nii.gz) in folder", labels_path)
+    else:
+        lab = _read_image(labels_path)
+        if lab.GetSize() != ct.GetSize():
+            raise InputError(f"label map size {lab.GetSize()} differs from the CT's {ct.GetSize()}", labels_path)
+        if not np.allclose(lab.GetOrigin(), ct.GetOrigin(), atol=1e-2) or \
+                not np.allclose(lab.GetSpacing(), ct.GetSpacing(), atol=1e-4):
+            raise InputError("label map is not on the CT's grid (origin or spacing differ)", labels_path)
+        arr = sitk.GetArrayFromImage(lab)
+        if not np.issubdtype(arr.dtype, np.integer):
+            arr = np.rint(arr)
+        if arr.min() < 0 or arr.max() > 255:
+            raise InputError("label map values outside 0..255", labels_path)
+        table = structure_table
+        if isinstance(table, (str, os.PathLike)):
+            table = read_structure_table(table)
+        lut = anatomy.totalseg_to_catalog_lut(table)
+        cat = lut[arr.astype(np.uint8)]
+    labels = Volume(cat, hu.origin_lps_mm, hu.spacing_mm, hu.direction)
+    if not labels.array.any():
+        raise InputError("label map holds none of the catalog's bones", labels_path)
+    return LabelledCT(hu, labels, name or ct_path.name.split(".")[0],
+                      {"ct": str(ct_path), "labels": str(labels_path)})
