@@ -109,6 +109,8 @@ class ProjectionGeometry:
         if not 0 < object_to_detector_mm < sdd:
             raise ValueError("object_to_detector_mm must lie between 0 and the SDD")
         w, h = int(size_px[0]), int(size_px[1])
+        if w < 1 or h < 1:
+            raise ValueError(f"detector size must be two positive integers, got {(w, h)}")
         if spacing_mm is None:
             spacing_mm = (field_mm / w, field_mm / w)
         iso = np.asarray(isocenter_lps_mm, float)

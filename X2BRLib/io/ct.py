@@ -58,6 +58,25 @@ def _read_image(path: Path):
         raise InputError(f"cannot be read as an image ({str(e).strip().splitlines()[-1][:200]})", path) from e
 
 
+def _on_ct_grid(lab, ct, labels_path):
+    """The label map on the CT's voxel grid: as is when the grids match, else resampled
+    (nearest neighbour) in physical space, e.g. a NIfTI label map of a DICOM series
+    read in the other slice order. Refused when the two do not overlap."""
+    import SimpleITK as sitk
+
+    same = (lab.GetSize() == ct.GetSize() and np.allclose(lab.GetOrigin(), ct.GetOrigin(), atol=1e-2)
+            and np.allclose(lab.GetSpacing(), ct.GetSpacing(), atol=1e-4)
+            and np.allclose(lab.GetDirection(), ct.GetDirection(), atol=1e-4))
+    if same:
+        return lab
+    a, b = Volume.from_sitk(lab), Volume.from_sitk(ct)
+    (alo, ahi), (blo, bhi) = a.bounds_lps_mm(), b.bounds_lps_mm()
+    if np.any(np.minimum(ahi, bhi) < np.maximum(alo, blo)):
+        raise InputError("label map does not overlap the CT in space (origin, spacing or direction differ)",
+                         labels_path)
+    return sitk.Resample(lab, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0, lab.GetPixelID())
+
+
 def read_structure_table(csv_path) -> dict[str, int]:
     """A TotalSegmentator name table: CSV with columns ``structure`` and ``id``."""
     out = {}
@@ -106,11 +125,9 @@ def read_labelled_ct(ct_path, labels_path, structure_table=None, name=None) -> L
             raise InputError("no mask named after a catalog bone (e.g. rib_left_1.nii.gz) in folder", labels_path)
     else:
         lab = _read_image(labels_path)
-        if lab.GetSize() != ct.GetSize():
-            raise InputError(f"label map size {lab.GetSize()} differs from the CT's {ct.GetSize()}", labels_path)
-        if not np.allclose(lab.GetOrigin(), ct.GetOrigin(), atol=1e-2) or \
-                not np.allclose(lab.GetSpacing(), ct.GetSpacing(), atol=1e-4):
-            raise InputError("label map is not on the CT's grid (origin or spacing differ)", labels_path)
+        if lab.GetDimension() != 3:
+            raise InputError(f"expected a 3D label map, got {lab.GetDimension()}D", labels_path)
+        lab = _on_ct_grid(lab, ct, labels_path)
         arr = sitk.GetArrayFromImage(lab)
         if not np.issubdtype(arr.dtype, np.integer):
             arr = np.rint(arr)

@@ -30,10 +30,11 @@ import numpy as np
 
 from X2BRLib.errors import InputError
 from X2BRLib.geometry import DEFAULT_OBJECT_TO_DETECTOR_MM, ProjectionGeometry
+from X2BRLib.imaging import NORMALISE_PERCENTILES
 
 DEFAULT_SPACING_MM = 0.143  # a common flat-panel detector pitch, used when the file gives none
 MIN_SIDE_PX, MAX_SIDE_PX = 64, 8192
-PERCENTILES = (0.5, 99.5)
+PERCENTILES = NORMALISE_PERCENTILES  # shared with the dataset builder
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 _ITK_SUFFIXES = {".nrrd": "NRRD", ".nhdr": "NRRD", ".nii": "NIfTI", ".nii.gz": "NIfTI",
                  ".mha": "MetaImage", ".mhd": "MetaImage"}
