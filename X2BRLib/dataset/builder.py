@@ -217,10 +217,7 @@ _WORKER: dict = {}
 
 def _init_worker(ct_paths: dict, device: str):
     torch.set_num_threads(1)
-    from ..io.ct import read_labelled_ct
-
-    ct = read_labelled_ct(ct_paths["ct"], ct_paths["labels"], ct_paths.get("structures"), ct_paths.get("name"))
-    _WORKER["src"] = AnatomySource(ct, device)
+    _WORKER["src"] = load_source(ct_paths, device)
 
 
 def _work(job):
@@ -277,8 +274,7 @@ def build_dataset(cfg: BuildConfig, ct_paths: dict, log=print) -> dict:
     elapsed = time.perf_counter() - t0
     manifest = dict(settings)
     manifest.update({
-        "sources": [{"name": ct_paths.get("name", Path(str(ct_paths["ct"])).name), "ct": str(ct_paths["ct"]),
-                     "labels": str(ct_paths["labels"])}],
+        "sources": [{k: str(v) for k, v in ct_paths.items() if v}],
         "splits": {s: sorted(p.name for p in (root / s).glob("case_*.npz")) for s in cfg.counts},
         "catalog": {b.label: b.name for b in anatomy.BONES},
         "last_build": {"cases": len(jobs), "seconds": round(elapsed, 2),
@@ -314,8 +310,13 @@ def _progress(total: int, enabled: bool):
 
 
 def load_source(ct_paths: dict, device="cpu") -> AnatomySource:
+    """ct_paths: ``{"prepared": npz}`` (see LabelledCT.save_npz) or ``ct``, ``labels``,
+    optional ``structures`` and ``name``."""
     from ..io.ct import read_labelled_ct
 
-    ct: LabelledCT = read_labelled_ct(ct_paths["ct"], ct_paths["labels"], ct_paths.get("structures"),
-                                      ct_paths.get("name"))
+    if ct_paths.get("prepared"):
+        ct = LabelledCT.load_npz(ct_paths["prepared"])
+    else:
+        ct = read_labelled_ct(ct_paths["ct"], ct_paths["labels"], ct_paths.get("structures"),
+                              ct_paths.get("name"))
     return AnatomySource(ct, device)
