@@ -1,0 +1,124 @@
+"""X2B weight files: an fp16 state dict ``<name>.pt`` plus its record ``<name>.json``.
+
+The usual layout is a folder holding ``model.pt`` and ``model.json`` (the
+"model card"): encoder, architecture kwargs, image size, normalisation,
+training config and metrics, the catalog's bone names, and the SHA-256 of the
+.pt file. :func:`load_model` verifies the checksum before unpickling anything
+(``torch.load(weights_only=True)``) and raises :class:`WeightsError` naming
+the file when the weights are missing, corrupt or built for another catalog.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..anatomy import BONES
+from ..errors import WeightsError
+
+FORMAT = "x2br-x2b-weights"
+FORMAT_VERSION = 1
+HINT = "train with `x2br train` (then `x2br export`) or reinstall X2BR"
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _paths(path) -> tuple[Path, Path]:
+    """Accept the folder, the .pt or the .json; return (pt, json)."""
+    p = Path(path)
+    if p.is_dir() or (not p.suffix and not p.exists()):
+        p = p / "model.pt"
+    if p.suffix == ".json":
+        return p.with_suffix(".pt"), p
+    return p, p.with_suffix(".json")
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_weights(path, model, record: dict | None = None) -> tuple[Path, Path]:
+    """Write ``model``'s weights as fp16 and the record next to them.
+
+    path: folder (-> model.pt/model.json) or ``<name>.pt`` (-> ``<name>.json``).
+    record: extra JSON-able fields (image_size, normalisation, training, metrics, ...).
+    Returns (pt path, json path).
+    """
+    pt, js = _paths(path)
+    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    _atomic(pt, lambda tmp: torch.save(state, tmp))
+    card = dict(record or {})
+    card.update(format=FORMAT, version=FORMAT_VERSION, x2br_version=__version__,
+                encoder=model.config["encoder"], architecture=dict(model.config),
+                weights_file=pt.name, sha256=sha256_file(pt), dtype="float16",
+                bones=[b.name for b in BONES])
+    text = json.dumps(card, indent=2, default=str) + "\n"
+    _atomic(js, lambda tmp: Path(tmp).write_text(text))
+    return pt, js
+
+
+def read_record(path) -> dict:
+    """The JSON record of a weights file; WeightsError when missing or unreadable."""
+    pt, js = _paths(path)
+    if not js.is_file():
+        raise WeightsError(f"weights not found at {js} (model record missing); {HINT}")
+    try:
+        card = json.loads(js.read_text())
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"weights record {js} is unreadable ({e}); {HINT}") from None
+    if card.get("format") != FORMAT:
+        raise WeightsError(f"{js} is not an X2B weights record")
+    return card
+
+
+def load_model(path, device="cpu"):
+    """Build the X2BNet a weights file describes, verified, in eval mode on ``device``.
+
+    path: folder, .pt or .json. Returns the model (float32); its record is
+    ``model.record``. Raises WeightsError when the files are missing, the
+    checksum does not match, or the weights were made for another bone catalog.
+    """
+    from .model import X2BNet
+
+    pt, js = _paths(path)
+    if not pt.is_file():
+        raise WeightsError(f"weights not found at {pt}; {HINT}")
+    card = read_record(js)
+    digest = sha256_file(pt)
+    if digest != card.get("sha256"):
+        raise WeightsError(f"weights file {pt} is corrupt: SHA-256 {digest[:12]}... does not match "
+                           f"{str(card.get('sha256'))[:12]}... recorded in {js}; {HINT}")
+    names = [b.name for b in BONES]
+    recorded = list(card.get("bones", names))
+    n = min(len(recorded), len(names))  # label values are stable: one list must extend the other
+    if recorded[:n] != names[:n]:
+        raise WeightsError(f"weights {pt} were trained for another bone catalog; {HINT}")
+    try:
+        model = X2BNet(**card["architecture"])
+        state = torch.load(pt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:  # wrong shapes, truncated pickle, unknown encoder
+        raise WeightsError(f"weights {pt} do not load into the recorded architecture ({e}); {HINT}") from None
+    model.record = card
+    return model.float().to(device).eval()
