@@ -36,7 +36,7 @@ from ..io.ct import LabelledCT
 from .film import default_film, develop, sample_film
 from .virtual import AnatomySource, identity_variation, sample_variation
 
-DATASET_VERSION = 1
+DATASET_VERSION = 2  # 2: DRR integrates the whole body (no clipping at the detector plane)
 SPLIT_ID = {"train": 0, "val": 1, "test": 2}
 
 
@@ -79,7 +79,9 @@ def make_case(src: AnatomySource, cfg: BuildConfig, split: str, index: int, clea
     dev = src.device
     iso = torch.tensor(geom.isocenter_lps_mm, dtype=torch.float32, device=dev)
     t_warp = time.perf_counter()
-    L = render_drr(mu, ijk_to_lps, geom, step_mm=cfg.drr_step_mm, device=dev)[0].cpu().numpy()
+    # the whole body is imaged even where a large virtual patient crosses the detector plane
+    L = render_drr(mu, ijk_to_lps, geom, step_mm=cfg.drr_step_mm, device=dev,
+                   clip_to_detector=False)[0].cpu().numpy()
     t_drr = time.perf_counter()
     image = develop(L, film)
     # occupancy samples: uniform in the box + near bone surfaces (Occupancy Networks' scheme)

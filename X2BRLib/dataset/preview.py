@@ -32,7 +32,8 @@ def render_ct_preview(ct_paths: dict, output, view: str = "PA", size: int = 512,
     t1 = time.perf_counter()
     _, mu, ijk_to_lps = warped_volumes(src, geom, identity_variation(), voxel_mm)
     t2 = time.perf_counter()
-    L = render_drr(mu, ijk_to_lps, geom, step_mm=min(1.0, voxel_mm), device=device)[0].cpu().numpy()
+    L = render_drr(mu, ijk_to_lps, geom, step_mm=min(1.0, voxel_mm), device=device,
+                   clip_to_detector=False)[0].cpu().numpy()
     t3 = time.perf_counter()
     image = develop(L, film)
     out.parent.mkdir(parents=True, exist_ok=True)

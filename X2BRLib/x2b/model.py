@@ -137,10 +137,14 @@ class X2BNet(nn.Module):
             sampled = [F.grid_sample(m.float(), grid.unsqueeze(2), mode="bilinear",
                                      padding_mode="zeros", align_corners=False).squeeze(-1)
                        for m in maps]  # each (B, C, N)
-        c = torch.cat(sampled, 1).transpose(1, 2)  # (B, N, C)
+        c = torch.cat(sampled, 1).transpose(1, 2).contiguous()  # (B, N, C)
+        # the per-block feature projections as ONE matrix product (same weights, ~2x faster on CPU)
+        w = torch.cat([fc.weight for fc in self.fc_c])
+        bias = torch.cat([fc.bias for fc in self.fc_c])
+        cs = F.linear(c, w.to(c.dtype), bias.to(c.dtype)).split(self.fc_p.out_features, -1)
         net = self.fc_p(pe)
-        for fc_c, fc_g, block in zip(self.fc_c, self.fc_g, self.blocks):
-            net = net + fc_c(c) + fc_g(glob).unsqueeze(1)
+        for c_k, fc_g, block in zip(cs, self.fc_g, self.blocks):
+            net = net + c_k + fc_g(glob).unsqueeze(1)
             net = block(net)
         return self.fc_out(F.relu(net))
 

@@ -83,6 +83,7 @@ class TrainConfig:
     max_train_cases: int | None = None
     max_val_cases: int | None = None
     best_metric: str = "val_point_miou"
+    max_minutes: float | None = None  # stop (resumably) after the epoch that passes this wall time
 
 
 def _dist_setup(cfg: TrainConfig):
@@ -255,6 +256,7 @@ def train(config: TrainConfig) -> dict:
     meta = dict(arch=model.config, image_size=[int(w), int(h)], normalisation=NORMALISATION,
                 config=asdict(cfg), dataset={k: index.get(k) for k in ("version", "gt_voxel_mm", "image_size")})
     row = history[-1] if history else {}
+    t_start = time.time()
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         train_ds.set_epoch(epoch)
@@ -303,6 +305,11 @@ def train(config: TrainConfig) -> dict:
                   flush=True)
         if world > 1:
             dist.barrier()
+        if cfg.max_minutes is not None and (time.time() - t_start) / 60 > cfg.max_minutes:
+            if rank == 0:
+                print(f"stopping after epoch {epoch + 1}: --max-minutes {cfg.max_minutes} reached; "
+                      "continue with --resume", flush=True)
+            break
     if world > 1:
         dist.destroy_process_group()
     return row

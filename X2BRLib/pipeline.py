@@ -1,0 +1,202 @@
+"""The one entry point: ``reconstruct(radiograph, options) -> Reconstruction``.
+
+The CLI (``x2br reconstruct``), the Slicer module (through that CLI, out of
+process) and the tests all call this module; none holds algorithm code.
+
+Frames: the reconstruction lives in LPS mm on ``geometry.box_grid(voxel_mm)``
+of the network geometry (isocentre at the origin, source behind the patient
+for PA), so meshes, label volume and geometry agree without conversion.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, anatomy
+from .errors import InputError, WeightsError
+from .geometry import ProjectionGeometry
+from .io.radiograph import Radiograph, read_radiograph, to_network_input
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_WEIGHTS = REPO / "Resources" / "Models" / "x2b"
+
+# MISE settings per quality: start fine enough that ribs (8-12 mm) are not lost.
+QUALITY = {
+    "fast": {"start_voxel_mm": 6.0, "voxel_mm": 3.0},
+    "default": {"start_voxel_mm": 4.0, "voxel_mm": 2.0},
+    "high": {"start_voxel_mm": 4.0, "voxel_mm": 1.0},
+}
+
+
+@dataclass
+class ReconstructOptions:
+    quality: str = "default"
+    device: str = "auto"        # auto | cpu | cuda | cuda:N
+    weights: str | None = None  # folder / .pt / .json; the shipped model when None
+    batch_points: int = 131072
+    threshold: float = 0.5
+
+    def __post_init__(self):
+        if self.quality not in QUALITY:
+            raise InputError(f"quality must be one of {', '.join(QUALITY)}, got {self.quality!r}")
+
+
+@dataclass
+class Reconstruction:
+    """labels_xyz: (X, Y, Z) uint8 catalog labels on the grid (origin_lps_mm: centre of
+    voxel 0, spacing_mm); geometry: the network geometry; image: the film the network saw."""
+
+    labels_xyz: np.ndarray
+    origin_lps_mm: np.ndarray
+    spacing_mm: np.ndarray
+    geometry: ProjectionGeometry
+    image: np.ndarray
+    radiograph: Radiograph | None
+    timings_s: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+
+    def bone_volumes_ml(self) -> dict:
+        voxel_ml = float(np.prod(self.spacing_mm)) / 1000.0
+        counts = np.bincount(self.labels_xyz.ravel(), minlength=256)
+        return {b.name: round(float(counts[b.label]) * voxel_ml, 3) for b in anatomy.BONES if counts[b.label]}
+
+    def report(self) -> dict:
+        """Flat-ish JSON report (documented keys in README: 'report.json')."""
+        r = self.radiograph
+        return {
+            "x2br_version": __version__,
+            "input": None if r is None else r.path,
+            "input_meta": None if r is None else r.meta,
+            "warnings": [] if r is None else list(r.warnings),
+            "geometry": self.geometry.to_dict(),
+            "grid": {"origin_lps_mm": [float(x) for x in self.origin_lps_mm],
+                     "spacing_mm": [float(x) for x in self.spacing_mm],
+                     "shape_xyz": list(self.labels_xyz.shape), "frame": "LPS"},
+            "bones_found": len(self.bone_volumes_ml()),
+            "bone_volumes_ml": self.bone_volumes_ml(),
+            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
+            "stats": self.stats,
+            "model": self.model,
+        }
+
+
+def resolve_device(device: str):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(device)
+
+
+class Reconstructor:
+    """A loaded X2B model (lifecycle: load once, reconstruct many films)."""
+
+    def __init__(self, options: ReconstructOptions | None = None):
+        import torch
+
+        from .x2b.weights import load_model
+
+        self.options = options or ReconstructOptions()
+        self.device = resolve_device(self.options.device)
+        t0 = time.perf_counter()
+        weights = self.options.weights or DEFAULT_WEIGHTS
+        self.model = load_model(weights, self.device)
+        self.record = dict(getattr(self.model, "record", {}))
+        self.image_size = tuple(self.record.get("image_size", (256, 256)))
+        self.load_s = time.perf_counter() - t0
+        self.amp = torch.bfloat16 if self.device.type == "cuda" else None
+
+    def model_info(self) -> dict:
+        keys = ("name", "version", "encoder", "sha256", "code_commit", "image_size")
+        return {k: self.record[k] for k in keys if k in self.record}
+
+    def reconstruct_image(self, image: np.ndarray, geometry: ProjectionGeometry,
+                          radiograph: Radiograph | None = None, voxel_mm: float | None = None) -> Reconstruction:
+        """Reconstruct from a film already in network form (image size == geometry.size_px).
+
+        voxel_mm: final grid spacing, overriding the quality's (evaluation on another GT grid);
+        MISE then starts at twice that, at least 4 mm.
+        """
+        from .x2b.mise import extract_labels
+        from .x2b.model import make_decode_fn
+
+        q = dict(QUALITY[self.options.quality])
+        if voxel_mm is not None:
+            q = {"voxel_mm": float(voxel_mm), "start_voxel_mm": max(4.0, 2.0 * float(voxel_mm))}
+        t0 = time.perf_counter()
+        decode = make_decode_fn(self.model, image, geometry, self.device, self.amp)
+        t1 = time.perf_counter()
+        labels, stats = extract_labels(decode, geometry, voxel_mm_final=q["voxel_mm"],
+                                       start_voxel_mm=q["start_voxel_mm"], batch_points=self.options.batch_points,
+                                       threshold=self.options.threshold)
+        t2 = time.perf_counter()
+        shape, origin, spacing = geometry.box_grid(q["voxel_mm"])
+        timings = {"encode": t1 - t0, "mise_total": t2 - t1}
+        timings.update({f"mise_{k}": v for k, v in stats.items() if k.endswith("_s") and isinstance(v, float)})
+        return Reconstruction(labels, origin, spacing, geometry, image, radiograph, timings,
+                              {k: v for k, v in stats.items() if not k.endswith("_s")}, self.model_info())
+
+    def reconstruct(self, radiograph: Radiograph | str | Path) -> Reconstruction:
+        t0 = time.perf_counter()
+        if not isinstance(radiograph, Radiograph):
+            radiograph = read_radiograph(radiograph)
+        image, geom = to_network_input(radiograph, self.image_size)
+        t1 = time.perf_counter()
+        rec = self.reconstruct_image(image, geom, radiograph)
+        rec.timings_s = {"read_and_normalise": t1 - t0, **rec.timings_s}
+        return rec
+
+
+def reconstruct(radiograph, options: ReconstructOptions | None = None) -> Reconstruction:
+    """Read (if a path), normalise and reconstruct one radiograph with the shipped X2B model."""
+    return Reconstructor(options).reconstruct(radiograph)
+
+
+def write_outputs(rec: Reconstruction, outdir, overwrite: bool = False, meshes: bool = True) -> dict:
+    """OUTDIR/bones.seg.nrrd, meshes/<bone>.stl (LPS mm), preview.png, report.json.
+
+    Refuses to replace existing files unless overwrite; every file is written to a
+    temporary name and renamed. Returns the paths and the writing time.
+    """
+    from .io import outputs
+
+    out = Path(outdir)
+    targets = [out / "bones.seg.nrrd", out / "preview.png", out / "report.json"]
+    if not overwrite:
+        clash = [str(p) for p in targets if p.exists()]
+        if meshes and (out / "meshes").exists() and any((out / "meshes").iterdir()):
+            clash.append(str(out / "meshes"))
+        if clash:
+            raise InputError(f"output exists: {', '.join(clash)}; pass --overwrite to replace", out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    paths = {"segmentation": str(outputs.write_segmentation_nrrd(targets[0], rec.labels_xyz, rec.origin_lps_mm,
+                                                                  rec.spacing_mm, overwrite=True))}
+    if meshes:
+        (out / "meshes").mkdir(exist_ok=True)
+        mesh_paths = []
+        for name, (verts, faces) in outputs.labels_to_meshes(rec.labels_xyz, rec.origin_lps_mm,
+                                                              rec.spacing_mm).items():
+            mesh_paths.append(str(outputs.write_stl(out / "meshes" / f"{name}.stl", verts, faces, overwrite=True)))
+        paths["meshes"] = mesh_paths
+    t1 = time.perf_counter()
+    paths["preview"] = str(outputs.write_preview_png(targets[1], rec.image, rec.geometry, rec.labels_xyz,
+                                                     rec.origin_lps_mm, rec.spacing_mm, overwrite=True))
+    t2 = time.perf_counter()
+    rec.timings_s.update({"write_segmentation_and_meshes": t1 - t0, "write_preview": t2 - t1})
+    report = rec.report()
+    report["outputs"] = {k: v for k, v in paths.items() if k != "meshes"}
+    report["outputs"]["meshes"] = len(paths.get("meshes", []))
+    paths["report"] = str(outputs.write_report_json(targets[2], report, overwrite=True))
+    return paths
+
+
+__all__ = ["ReconstructOptions", "Reconstruction", "Reconstructor", "reconstruct", "write_outputs",
+           "WeightsError", "json"]

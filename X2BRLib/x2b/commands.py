@@ -1,0 +1,121 @@
+"""X2B subcommands of ``x2br``: train, reconstruct, evaluate. Thin calls into
+x2b.train, pipeline and x2b.evaluate."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..errors import InputError
+
+RADIOGRAPH_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nrrd", ".nii", ".nii.gz",
+                       ".mha", ".mhd", "")
+
+
+def _expand_inputs(inputs) -> list[Path]:
+    """Files as given; folders expanded to the radiograph-like files they hold (sorted)."""
+    out = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                           and (f.name.lower().endswith(RADIOGRAPH_SUFFIXES[:-1]) or "." not in f.name))
+            if not found:
+                raise InputError("folder holds no radiograph files", p)
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_train(args) -> int:
+    from .train import main as train_main
+
+    return train_main(args.train_args)
+
+
+def cmd_reconstruct(args) -> int:
+    """One or many radiographs; one failure does not stop the others; progress on stderr."""
+    from ..errors import X2BRError
+    from ..pipeline import ReconstructOptions, Reconstructor, write_outputs
+
+    files = _expand_inputs(args.inputs)
+    opts = ReconstructOptions(quality=args.quality, device=args.device, weights=args.weights)
+    reconstructor = Reconstructor(opts)
+    out_root = Path(args.output)
+    results, failures = [], []
+    bar = None
+    if not args.no_progress and len(files) > 1:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(files), unit="film", file=sys.stderr)
+    for f in files:
+        outdir = out_root if len(files) == 1 else out_root / f.name.split(".")[0]
+        try:
+            print(f"x2br: reconstructing {f}", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            rec = reconstructor.reconstruct(f)
+            paths = write_outputs(rec, outdir, overwrite=args.overwrite, meshes=not args.no_meshes)
+            results.append({"input": str(f), "output": str(outdir), "bones_found": rec.report()["bones_found"],
+                            "seconds": round(time.perf_counter() - t0, 2), "report": paths["report"]})
+        except X2BRError as e:
+            failures.append({"input": str(f), "error": str(e)})
+            print(f"x2br: error: {e}", file=sys.stderr, flush=True)
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    print(json.dumps({"reconstructed": results, "failed": failures}))
+    return 0 if not failures else (2 if not results else 1)
+
+
+def cmd_evaluate(args) -> int:
+    from ..io.outputs import write_report_json
+    from ..pipeline import ReconstructOptions, Reconstructor
+    from .evaluate import evaluate
+
+    manifest = Path(args.data) / "dataset.json"
+    if not manifest.exists():
+        raise InputError("not a dataset folder (no dataset.json); build one with `x2br build-dataset`", args.data)
+    rec = Reconstructor(ReconstructOptions(device=args.device, weights=args.weights))
+
+    def progress(i, n, row):
+        print(f"[{i}/{n}] {row['case']}: x2b IoU {row['x2b']['iou_all_bone']:.3f}, "
+              f"mean skeleton {row['mean_skeleton']['iou_all_bone']:.3f}", file=sys.stderr, flush=True)
+
+    report = evaluate(args.data, rec, split=args.split, max_cases=args.max_cases, progress=progress)
+    write_report_json(args.output, report, overwrite=args.overwrite)
+    summary = {m: {k: report["methods"][m]["mean"].get(k) for k in
+                   ("iou_all_bone", "iou_mean_per_bone", "chamfer_l1_unit", "chamfer_l1_mm", "hd95_mm")}
+               for m in report["methods"]}
+    print(json.dumps({"output": str(args.output), "n_cases": report["n_cases"], "mean": summary}))
+    return 0
+
+
+def add_commands(sub) -> None:
+    s = sub.add_parser("train", help="train the X2B network (all options: x2br train --help)", add_help=False)
+    s.add_argument("train_args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("reconstruct", help="radiograph(s) -> per-bone segmentation, meshes, preview, report")
+    s.add_argument("inputs", nargs="+", help="radiograph files (DICOM CR/DX, PNG, JPEG, TIFF, NRRD...) or folders")
+    s.add_argument("-o", "--output", required=True, help="output folder (one sub-folder per input when several)")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    s.add_argument("--quality", default="default", choices=["fast", "default", "high"])
+    s.add_argument("--weights", help="X2B weights folder (default: the shipped model)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    s.add_argument("--no-meshes", action="store_true", help="skip the STL meshes")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_reconstruct)
+
+    s = sub.add_parser("evaluate", help="held-out metrics of X2B and a mean-skeleton baseline")
+    s.add_argument("--data", required=True, help="dataset folder (x2br build-dataset)")
+    s.add_argument("--split", default="test")
+    s.add_argument("--max-cases", type=int)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--weights")
+    s.add_argument("-o", "--output", required=True, help="report .json")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
