@@ -140,6 +140,12 @@ def test_an_rgb_film_loaded_by_slicer_is_converted_to_luminance(mrml, tmp_path):
     lum = scene.film_array(node)
     assert lum.shape == (200, 160)
     assert np.allclose(lum, rgb[..., :3].astype(float) @ [0.299, 0.587, 0.114], atol=1e-3)
+    # grey stored as RGB (a typical JPEG): used as is, no colour warning
+    itk = sitk.GetImageFromArray(np.stack([grey] * 3, -1), isVector=True)
+    sitk.WriteImage(itk, str(tmp_path / "grey_rgb.nrrd"))
+    node = logics["Volumes"].AddArchetypeVolume(str(tmp_path / "grey_rgb.nrrd"), "grey film")
+    assert not any("colour" in w for w in scene.check_radiograph_volume(node)["warnings"])
+    assert np.allclose(scene.film_array(node), grey, atol=1e-3)
 
 
 def test_a_dicom_radiograph_loaded_by_slicer_is_read_from_its_file_until_changed(mrml, film_path, tmp_path):
@@ -257,7 +263,7 @@ def test_bones_overlay_the_film_they_were_reconstructed_from(loaded):
 
 
 def test_the_film_plane_cuts_through_the_bones_inside_the_reconstruction_box(loaded):
-    _, film, seg, _ = loaded
+    _, film, seg, rec = loaded
     geometry = read_radiograph(film.GetAttribute("X2BR.source")).geometry  # PA: source posterior
     bounds = _bounds_ras(seg)  # rows R, A, S: (min, max)
     point, _ = scene.film_plane_ras(film)
@@ -265,7 +271,8 @@ def test_the_film_plane_cuts_through_the_bones_inside_the_reconstruction_box(loa
     assert bounds[1, 0] < point[1] < bounds[1, 1]  # the film's plane cuts through the chest
     lo, hi = geometry.box_bounds_lps_mm()
     box_ras = np.sort(np.stack([scene.LPS_TO_RAS[:3, :3] @ lo, scene.LPS_TO_RAS[:3, :3] @ hi]), axis=0).T
-    assert np.all(bounds[:, 0] >= box_ras[:, 0] - 1e-3) and np.all(bounds[:, 1] <= box_ras[:, 1] + 1e-3)
+    tol = 0.5 * max(rec.spacing_mm)  # smoothed surfaces may bulge past a voxel at the box's edge
+    assert np.all(bounds[:, 0] >= box_ras[:, 0] - tol) and np.all(bounds[:, 1] <= box_ras[:, 1] + tol)
 
 
 def test_bones_sit_where_the_sample_patient_has_them(loaded):

@@ -134,8 +134,9 @@ def check_radiograph_volume(volume_node) -> dict:
     comps = int(image.GetNumberOfScalarComponents())
     warnings = []
     if comps in (3, 4):
-        warnings.append(f"'{name}' is a colour (RGB) image: it is converted to luminance; a radiograph "
-                        "should be greyscale")
+        if _channels_differ(image):
+            warnings.append(f"'{name}' is a colour (RGB) image: it is converted to luminance; a radiograph "
+                            "should be greyscale")
     elif comps != 1:
         raise InputError(f"'{name}' has {comps} components per pixel: expected a greyscale radiograph "
                          "(1 component) or an RGB image (3 or 4)")
@@ -144,6 +145,16 @@ def check_radiograph_volume(volume_node) -> dict:
         warnings.append(f"'{name}' has a pixel spacing of exactly 1 mm, which is what Slicer shows for files "
                         "without spacing (PNG, JPEG); the detector pixel spacing decides the size of the bones")
     return {"size_px": (w, h), "components": comps, "spacing_mm": tuple(spacing), "warnings": warnings}
+
+
+def _channels_differ(image) -> bool:
+    """Do the R, G, B channels of an RGB(A) vtkImageData differ (a colour image, not grey stored as RGB)?"""
+    from vtkmodules.util import numpy_support
+
+    arr = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    rgb = arr[:: max(1, len(arr) // 1_000_000), :3].astype(np.float32)  # up to ~1 M pixels
+    spread = float(np.ptp(rgb)) if rgb.size else 0.0
+    return bool(rgb.size) and float(np.abs(rgb - rgb[:, :1]).max()) > 0.01 * max(spread, 1e-12)
 
 
 def film_array(volume_node) -> np.ndarray:
