@@ -37,7 +37,7 @@ class ReconstructOptions:
     quality: str = "default"
     device: str = "auto"        # auto | cpu | cuda | cuda:N
     weights: str | None = None  # folder / .pt / .json; the shipped model when None
-    batch_points: int = 131072
+    batch_points: int = 65536
     threshold: float = 0.5
 
     def __post_init__(self):
