@@ -362,6 +362,17 @@ def test_progress_lines_are_understood():
     assert sp.parse_line("Traceback (most recent call last):").kind == "log"
 
 
+def test_dependency_checks_read_metadata_and_pin_slicers_own_packages():
+    assert sp.requirement_satisfied("numpy>=1.0") and not sp.requirement_satisfied("numpy<1.0")
+    assert not sp.requirement_satisfied("surely-not-installed-x2br>=1")
+    assert sp.missing_requirements(["numpy>=1.0", "surely-not-installed-x2br>=1"]) == ["surely-not-installed-x2br>=1"]
+    pins = dict(p.split("==") for p in sp.constraint_pins())
+    import importlib.metadata
+
+    assert pins["numpy"] == importlib.metadata.version("numpy") and "torch" in pins
+    assert sp.import_name("scikit-image>=0.22") == "skimage" and sp.import_name("pydicom>=3") == "pydicom"
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

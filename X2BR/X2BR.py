@@ -384,7 +384,7 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
             if torch is None:
                 raise InstallError(_("PyTorch was not installed; X2BR cannot run without it."))
 
-        missing = [r for r in slicer_process.PIP_REQUIREMENTS if not _requirementSatisfied(r)]
+        missing = slicer_process.missing_requirements()
         if not missing:
             return
         if askConfirmation and not slicer.util.confirmOkCancelDisplay(
@@ -393,10 +393,10 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
             raise InstallError(_("installation cancelled"))
         constraints = os.path.join(slicer.app.temporaryPath, "X2BR-constraints.txt")
         with open(constraints, "w") as f:
-            f.write("\n".join(_pinsOfInstalled(slicer_process.NEVER_INSTALL)) + "\n")
+            f.write("\n".join(slicer_process.constraint_pins()) + "\n")
         self._log(_("Installing {packages}...").format(packages=", ".join(missing)))
         slicer.util.pip_install(["-c", constraints] + missing)
-        stale = [r for r in missing if _importName(r) in sys.modules]
+        stale = [r for r in missing if slicer_process.import_name(r) in sys.modules]
         if stale:  # the reconstruction process sees the new versions; this Slicer session does not
             raise InstallError(_("updated packages already loaded in Slicer: {packages}").format(
                 packages=", ".join(stale)), restartRequired=True)
@@ -537,39 +537,6 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
         threeD = slicer.app.layoutManager().threeDWidget(0)
         if threeD:
             threeD.threeDView().resetFocalPoint()
-
-
-def _requirementSatisfied(requirement) -> bool:
-    """Is ``name>=version`` installed (without importing it)?"""
-    import importlib.metadata
-
-    from packaging.requirements import Requirement
-
-    req = Requirement(requirement)
-    try:
-        return importlib.metadata.version(req.name) in req.specifier
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-def _pinsOfInstalled(names):
-    """``name==version`` for each installed distribution among names (pip constraints)."""
-    import importlib.metadata
-
-    pins = []
-    for name in names:
-        try:
-            pins.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return pins
-
-
-def _importName(requirement) -> str:
-    from packaging.requirements import Requirement
-
-    name = Requirement(requirement).name.lower()
-    return {"scikit-image": "skimage"}.get(name, name.replace("-", "_"))
 
 
 #

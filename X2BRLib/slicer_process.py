@@ -268,6 +268,46 @@ class ReconstructionProcess:
                 + (":\n" + "\n".join(tail) if tail else ""))
 
 
+def requirement_satisfied(requirement: str) -> bool:
+    """Is a requirement (``name>=version``) installed, judged from package metadata without
+    importing the package?"""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    req = Requirement(requirement)
+    try:
+        return importlib.metadata.version(req.name) in req.specifier
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def missing_requirements(requirements=PIP_REQUIREMENTS) -> list[str]:
+    return [r for r in requirements if not requirement_satisfied(r)]
+
+
+def constraint_pins(names=NEVER_INSTALL) -> list[str]:
+    """``name==version`` of each installed distribution among names: a pip constraints file
+    that keeps Slicer's own numpy, SimpleITK, torch... where they are."""
+    import importlib.metadata
+
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return pins
+
+
+def import_name(requirement: str) -> str:
+    """The module a requirement's distribution is imported as (scikit-image -> skimage)."""
+    from packaging.requirements import Requirement
+
+    name = Requirement(requirement).name.lower()
+    return {"scikit-image": "skimage"}.get(name, name.replace("-", "_"))
+
+
 def python_executable() -> str:
     """The interpreter to run the command with: ``PythonSlicer`` inside Slicer (found on PATH
     next to the application), else this interpreter."""
@@ -278,4 +318,5 @@ def python_executable() -> str:
 
 __all__ = ["QUALITIES", "DEVICES", "PIP_REQUIREMENTS", "NEVER_INSTALL", "STAGE_PROGRESS", "library_root",
            "reconstruct_command", "subprocess_environment", "Event", "parse_line", "kill_process_tree",
-           "ReconstructionProcess", "python_executable"]
+           "ReconstructionProcess", "requirement_satisfied", "missing_requirements", "constraint_pins", "import_name",
+           "python_executable"]
