@@ -95,16 +95,24 @@ def cmd_drr(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The README's main job on bundled data: a DRR of the sample CT and a small dataset."""
+    """The README's main job on bundled data: reconstruct the sample radiograph, then a DRR of
+    the sample CT and a small dataset built from it."""
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    ns = argparse.Namespace(ct=None, labels=None, structures=None, source="sample", view="PA",
-                            image_size=256, output=str(out / "sample_drr.png"), overwrite=True,
-                            device=args.device)
+    from .x2b.commands import cmd_reconstruct
+
+    ns = argparse.Namespace(inputs=[str(SAMPLE_DIR / "sample_radiograph.dcm")], output=str(out / "reconstruction"),
+                            device=args.device, quality="default", weights=None, overwrite=True, no_meshes=False,
+                            no_progress=True)
+    rc = cmd_reconstruct(ns)
+    if rc:
+        return rc
+    ns = argparse.Namespace(ct=None, labels=None, structures=None, prepared=None, source="sample", view="PA",
+                            image_size=256, output=str(out / "sample_drr.png"), overwrite=True, device=args.device)
     cmd_drr(ns)
-    ns = argparse.Namespace(ct=None, labels=None, structures=None, source="sample", output=str(out / "dataset"),
-                            train=4, val=1, test=1, image_size=256, voxel_mm=3.0, points=16384, seed=0,
-                            workers=1, device=args.device, no_progress=False)
+    ns = argparse.Namespace(ct=None, labels=None, structures=None, prepared=None, source="sample",
+                            output=str(out / "dataset"), train=4, val=1, test=1, image_size=256, voxel_mm=3.0,
+                            points=16384, seed=0, workers=1, device=args.device, no_progress=False)
     return cmd_build_dataset(ns)
 
 
