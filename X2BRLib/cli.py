@@ -56,7 +56,6 @@ def cmd_fetch_data(args) -> int:
 
 
 def cmd_prepare_ct(args) -> int:
-    from .dataset.builder import load_source  # noqa: F401  (same reader path as the builder)
     from .io.ct import read_labelled_ct
 
     paths = _ct_paths(args)

@@ -40,7 +40,6 @@ The renderer is plain torch: CPU or CUDA, differentiable in ``mu``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 import torch

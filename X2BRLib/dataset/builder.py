@@ -32,6 +32,7 @@ import torch
 from .. import anatomy
 from ..drr import hu_to_mu, render_drr
 from ..geometry import ProjectionGeometry
+from ..io.atomic import atomic_write, atomic_write_text
 from ..io.ct import LabelledCT
 from .film import default_film, develop, sample_film
 from .virtual import AnatomySource, identity_variation, sample_variation
@@ -185,22 +186,13 @@ def write_yolo(root: Path, split: str, name: str, image: np.ndarray, boxes: np.n
         u0, v0, u1, v1 = u0 + 0.5, v0 + 0.5, u1 + 0.5, v1 + 0.5  # pixel edges
         lines.append(f"{int(label) - 1} {(u0 + u1) / 2 / w:.6f} {(v0 + v1) / 2 / h:.6f} "
                      f"{(u1 - u0) / w:.6f} {(v1 - v0) / h:.6f}")
-    _atomic_write_text(lab_dir / f"{name}.txt", "\n".join(lines) + ("\n" if lines else ""))
-    tmp = img_dir / f".{name}.tmp.png"
-    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(tmp)
-    os.replace(tmp, img_dir / f"{name}.png")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(lab_dir / f"{name}.txt", "\n".join(lines) + ("\n" if lines else ""))
+    png = Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
+    atomic_write(img_dir / f"{name}.png", lambda tmp: png.save(tmp, format="PNG"), overwrite=True)
 
 
 def save_case(path: Path, case: dict) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **case)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **case), overwrite=True, suffix=".npz")
 
 
 def case_is_complete(path: Path) -> bool:
@@ -284,7 +276,7 @@ def build_dataset(cfg: BuildConfig, ct_paths: dict, log=print) -> dict:
                        "workers": cfg.workers, "device": cfg.device},
     })
     _write_yolo_yaml(root, list(cfg.counts))
-    _atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -292,7 +284,7 @@ def _write_yolo_yaml(root: Path, splits) -> None:
     names = "\n".join(f"  {b.label - 1}: {b.name}" for b in anatomy.BONES)
     text = f"path: {(root / 'yolo').resolve()}\n" + "".join(
         f"{'val' if s == 'val' else s}: images/{s}\n" for s in splits) + f"names:\n{names}\n"
-    _atomic_write_text(root / "yolo" / "data.yaml", text)
+    atomic_write_text(root / "yolo" / "data.yaml", text)
 
 
 class _NoBar:

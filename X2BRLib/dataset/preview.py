@@ -2,7 +2,6 @@
 builder (virtual patient with no variation, clean default film)."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from ..drr import render_drr
 from ..errors import InputError
+from ..io.atomic import atomic_write
 from .builder import load_source, warped_volumes
 from .film import default_film, develop
 from .virtual import identity_variation
@@ -36,9 +36,7 @@ def render_ct_preview(ct_paths: dict, output, view: str = "PA", size: int = 512,
                    clip_to_detector=False)[0].cpu().numpy()
     t3 = time.perf_counter()
     image = develop(L, film)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(tmp)
-    os.replace(tmp, out)
+    png = Image.fromarray(np.round(image * 255).astype(np.uint8))
+    atomic_write(out, lambda tmp: png.save(tmp, format="PNG"), overwrite=True)
     return {"output": str(out.resolve()), "geometry": geom.to_dict(),
             "timings_s": {"load": round(t1 - t0, 3), "warp": round(t2 - t1, 3), "drr": round(t3 - t2, 3)}}

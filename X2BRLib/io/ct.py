@@ -38,12 +38,12 @@ class LabelledCT:
     def save_npz(self, path) -> None:
         """A compact prepared copy (HU as int16, catalog labels, grid): loads fast in
         dataset workers and needs no SimpleITK (e.g. on a training machine)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez_compressed(tmp, hu=np.clip(np.rint(self.hu.array), -32768, 32767).astype(np.int16),
-                            labels=self.labels.array.astype(np.uint8), origin=self.hu.origin_lps_mm,
-                            spacing=self.hu.spacing_mm, direction=self.hu.direction, name=np.array(self.name))
-        os.replace(tmp, path)
+        from .atomic import atomic_write
+
+        atomic_write(path, lambda tmp: np.savez_compressed(
+            tmp, hu=np.clip(np.rint(self.hu.array), -32768, 32767).astype(np.int16),
+            labels=self.labels.array.astype(np.uint8), origin=self.hu.origin_lps_mm, spacing=self.hu.spacing_mm,
+            direction=self.hu.direction, name=np.array(self.name)), overwrite=True, suffix=".npz")
 
     @classmethod
     def load_npz(cls, path) -> "LabelledCT":

@@ -9,13 +9,13 @@ here), ViewPosition, PatientOrientation (columns toward the patient's left
 from __future__ import annotations
 
 import datetime
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 from ..geometry import ProjectionGeometry
+from .atomic import atomic_write
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 
@@ -57,8 +57,4 @@ def write_radiograph_dicom(path, image: np.ndarray, geometry: ProjectionGeometry
     ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, 0, "US"
     ds.WindowCenter, ds.WindowWidth = 2048, 4096
     ds.PixelData = np.round(np.clip(image, 0, 1) * 4095).astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: pydicom.dcmwrite(tmp, ds, enforce_file_format=True), overwrite=True)

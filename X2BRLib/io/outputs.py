@@ -11,34 +11,15 @@ grid (``geometry.box_grid``): ``origin_lps_mm`` is the centre of voxel (0,0,0),
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..anatomy import by_label
-from ..errors import InputError
+from .atomic import atomic_write
 
 
-def _atomic_write(path, write, overwrite: bool = False, suffix: str = "") -> Path:
-    """Call ``write(tmp_path)`` then move the temp file onto ``path``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError("already exists; refusing to overwrite it (pass overwrite=True / --overwrite)", path)
-    if path.is_dir():
-        raise InputError("is a folder, expected a file name", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+_atomic_write = atomic_write  # the one atomic writer (io/atomic.py)
 
 
 def _ijk_to_lps(origin_lps_mm, spacing_mm) -> np.ndarray:

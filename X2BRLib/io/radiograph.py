@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings as _warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from X2BRLib.errors import InputError
+from X2BRLib.io.atomic import atomic_write
 from X2BRLib.geometry import DEFAULT_OBJECT_TO_DETECTOR_MM, ProjectionGeometry
 from X2BRLib.imaging import NORMALISE_PERCENTILES
 
@@ -211,14 +211,7 @@ def write_radiograph_png(path, image, overwrite: bool = False) -> str:
     if not p.parent.is_dir():
         raise InputError("folder does not exist", p)
     u16 = np.round(np.clip(arr, 0.0, 1.0) * 65535.0).astype(np.uint16)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(u16).save(tmp, format="PNG")
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(p, lambda tmp: Image.fromarray(u16).save(tmp, format="PNG"), overwrite=overwrite)
     return str(p)
 
 

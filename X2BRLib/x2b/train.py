@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..errors import InputError
+from ..io.atomic import atomic_write
 from .data import ShardDataset, read_index
 from .mise import extract_labels
 from .model import X2BNet, bone_logit, make_decode_fn
@@ -120,9 +121,7 @@ def _loss(logits, labels, class_w, bce_weight):
 
 
 def _atomic_save(obj, path: Path):
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), overwrite=True)
 
 
 def _block_bone_mask(gt: np.ndarray, shape) -> np.ndarray:
@@ -177,13 +176,14 @@ def validate(model: X2BNet, ds: ShardDataset, cfg: TrainConfig, device, amp_dtyp
 
 
 def _write_log(out: Path, history: list[dict]):
-    tmp = out / ".log.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for row in history:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, out / "log.csv")
+    def write_csv(tmp):
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            for row in history:
+                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    atomic_write(out / "log.csv", write_csv, overwrite=True)
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -202,8 +202,7 @@ def _write_log(out: Path, history: list[dict]):
     ax0.set_xlabel("epoch"), ax0.set_ylabel("loss"), ax0.legend()
     ax1.set_xlabel("epoch"), ax1.set_ylabel("IoU"), ax1.set_ylim(0, 1), ax1.legend()
     fig.tight_layout()
-    fig.savefig(out / ".curves.png.tmp", format="png")
-    os.replace(out / ".curves.png.tmp", out / "curves.png")
+    atomic_write(out / "curves.png", lambda tmp: fig.savefig(tmp, format="png"), overwrite=True)
 
 
 def train(config: TrainConfig) -> dict:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,6 +18,7 @@ import torch
 from .. import __version__
 from ..anatomy import BONES
 from ..errors import WeightsError
+from ..io.atomic import atomic_write
 
 FORMAT = "x2br-x2b-weights"
 FORMAT_VERSION = 1
@@ -45,16 +44,7 @@ def _paths(path) -> tuple[Path, Path]:
 
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, write, overwrite=True)
 
 
 def save_weights(path, model, record: dict | None = None) -> tuple[Path, Path]:
