@@ -73,3 +73,13 @@ def test_corrupt_weights_are_refused_clearly(tmp_path):
     (tmp_path / "model.json").write_text((REPO / "Resources/Models/x2b/model.json").read_text())
     with pytest.raises(WeightsError, match="corrupt"):
         Reconstructor(ReconstructOptions(device="cpu", weights=str(tmp_path)))
+
+
+def test_progress_lines_of_the_command_drive_the_slicer_progress_bar():
+    from X2BRLib.slicer_process import STAGE_PROGRESS, parse_line
+
+    first, last = parse_line("x2br: progress 0.10 film read"), parse_line("x2br: progress 1.00 written to out")
+    assert first.kind == last.kind == "stage"
+    assert STAGE_PROGRESS["reconstructing"] < first.progress < last.progress
+    assert last.progress == pytest.approx(STAGE_PROGRESS["written"])
+    assert parse_line("x2br: progress soon").kind == "log"

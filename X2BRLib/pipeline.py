@@ -143,13 +143,17 @@ class Reconstructor:
         return Reconstruction(labels, origin, spacing, geometry, image, radiograph, timings,
                               {k: v for k, v in stats.items() if not k.endswith("_s")}, self.model_info())
 
-    def reconstruct(self, radiograph: Radiograph | str | Path) -> Reconstruction:
+    def reconstruct(self, radiograph: Radiograph | str | Path, progress=None) -> Reconstruction:
+        """progress: optional ``callback(fraction in [0, 1], message)`` called between stages."""
+        report = progress or (lambda fraction, message: None)
         t0 = time.perf_counter()
         if not isinstance(radiograph, Radiograph):
             radiograph = read_radiograph(radiograph)
         image, geom = to_network_input(radiograph, self.image_size)
         t1 = time.perf_counter()
+        report(0.1, "film read and normalised; extracting the bone surfaces (MISE)")
         rec = self.reconstruct_image(image, geom, radiograph)
+        report(0.85, "bones extracted; writing outputs")
         rec.timings_s = {"read_and_normalise": t1 - t0, **rec.timings_s}
         return rec
 

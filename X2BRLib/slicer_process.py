@@ -13,6 +13,7 @@ the real interpreter as a child).
 Lines the command prints (stdout and stderr merged) and what they mean here:
 
 * ``x2br: reconstructing <file>``: the model is loaded, the reconstruction runs;
+* ``x2br: progress <fraction> <message>``: a stage finished (fraction of this film's work);
 * ``x2br: error: <message>``: the input was refused (exit code 2), shown as is;
 * ``<file>:<line>: <Name>Warning: <message>``: an assumption made while reading
   the film (e.g. no pixel spacing in a PNG), shown to the user;
@@ -108,6 +109,14 @@ def _classify(text: str) -> Event:
     if text.startswith("x2br: reconstructing"):
         return Event("stage", "Reconstructing the bones (X2B network and isosurface extraction)...",
                      STAGE_PROGRESS["reconstructing"])
+    if text.startswith("x2br: progress "):
+        parts = text[len("x2br: progress "):].split(" ", 1)
+        try:
+            fraction = min(1.0, max(0.0, float(parts[0])))
+        except ValueError:
+            return Event("log", text)
+        lo, hi = STAGE_PROGRESS["reconstructing"], STAGE_PROGRESS["written"]
+        return Event("stage", (parts[1] if len(parts) > 1 else "").capitalize() + "...", lo + (hi - lo) * fraction)
     if text.startswith("x2br: error:"):
         return Event("error", text[len("x2br: error:"):].strip())
     if text.startswith("x2br: interrupted"):

@@ -30,6 +30,11 @@ def _expand_inputs(inputs) -> list[Path]:
     return out
 
 
+def _progress_line(fraction: float, message: str) -> None:
+    """``x2br: progress <fraction> <message>`` on stderr: read by people and by the Slicer module."""
+    print(f"x2br: progress {fraction:.2f} {message}", file=sys.stderr, flush=True)
+
+
 def cmd_train(args) -> int:
     from .train import main as train_main
 
@@ -56,8 +61,9 @@ def cmd_reconstruct(args) -> int:
         try:
             print(f"x2br: reconstructing {f}", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            rec = reconstructor.reconstruct(f)
+            rec = reconstructor.reconstruct(f, progress=_progress_line)
             paths = write_outputs(rec, outdir, overwrite=args.overwrite, meshes=not args.no_meshes)
+            _progress_line(1.0, f"written to {outdir}")
             results.append({"input": str(f), "output": str(outdir), "bones_found": rec.report()["bones_found"],
                             "seconds": round(time.perf_counter() - t0, 2), "report": paths["report"]})
         except X2BRError as e:
