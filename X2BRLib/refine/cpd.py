@@ -14,7 +14,7 @@ scale-invariant). Both clouds are centred on the target mean internally (exact: 
 translation-invariant) to keep float32 distances accurate.
 
 Memory: the E-step never forms the M x N posterior; it walks the target in column chunks
-(``chunk`` columns, default ~2^23 / M) accumulating ``P1`` (M,), ``Pt1`` (N,), ``P X``
+(``chunk`` columns, default 2^21 / M on CPU, 2^26 / M on CUDA) accumulating ``P1`` (M,), ``Pt1`` (N,), ``P X``
 (M, 3) and the negative log-likelihood in float64. The kernel is dense (m, m) for small
 sources, else a rank-r Nystrom factor ``G ~= Q Q^T`` (Q (m, r)) and the M-step is solved
 with the Woodbury identity in O(m r^2). Device follows the inputs (CPU or CUDA); graph
@@ -29,9 +29,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-_CHUNK_ELEMS = 1 << 23      # E-step block size in elements (~32 MB per float32 temporary)
+_CHUNK_ELEMS = 1 << 21      # E-step block size in elements (~8 MB per float32 temporary)
+_CHUNK_ELEMS_GPU = 1 << 26  # on CUDA (256 MB per float32 temporary): fewer kernel launches
 DENSE_MAX = 3000            # largest registered source size that uses the dense kernel
 DEFAULT_LANDMARKS = 500     # Nystrom landmarks when the low-rank path is chosen by size
+_EXP_FLOOR = {torch.float32: -80.0, torch.float64: -700.0}
 
 
 @dataclass
@@ -134,34 +136,44 @@ def e_step(Y: torch.Tensor, X: torch.Tensor, sigma2: float, w: float = 0.0,
     not underflow. Peak extra memory ~3 M * chunk elements."""
     M, D = Y.shape
     N = X.shape[0]
-    chunk = max(1, _CHUNK_ELEMS // max(M, 1)) if chunk is None else int(chunk)
+    elems = _CHUNK_ELEMS if Y.device.type == "cpu" else _CHUNK_ELEMS_GPU
+    chunk = max(1, elems // max(M, 1)) if chunk is None else int(chunk)
     f64 = dict(dtype=torch.float64, device=Y.device)
     P1, Pt1, PX = torch.zeros(M, **f64), torch.zeros(N, **f64), torch.zeros(M, D, **f64)
     logc = (math.log(w / (1 - w)) + 0.5 * D * math.log(2 * math.pi * sigma2) + math.log(M / N)) if w > 0 else -math.inf
     inv = 0.5 / sigma2
-    yy = (Y * Y).sum(1)
-    nll, n_valid = 0.0, 0
+    yyi = ((Y * Y).sum(1) * -inv)[:, None]                  # (M, 1)
+    floor = _EXP_FLOOR.get(Y.dtype, -math.inf)
+    nll = torch.zeros((), **f64)
+    n_valid = torch.zeros((), dtype=torch.int64, device=Y.device)
     for s in range(0, N, chunk):
         Xc = X[s:s + chunk]
-        d2 = torch.addmm(yy[:, None] + (Xc * Xc).sum(1)[None, :], Y, Xc.T, alpha=-2.0).clamp_min_(0)
+        # g = (|x|^2 - |x - y|^2) / (2 sigma2): the per-column |x|^2 cancels in the posterior
+        g = torch.addmm(yyi, Y, Xc.T, alpha=2.0 * inv)
+        mask = None
         if labels_y is not None:
-            d2.masked_fill_(labels_y[:, None] != labels_x[None, s:s + chunk], math.inf)
-        dmin = d2.amin(0)
-        valid = torch.isfinite(dmin)
-        dmin = torch.where(valid, dmin, torch.zeros_like(dmin))
-        K = torch.exp_(d2.sub_(dmin).mul_(-inv))            # e_mn * exp(a_n), a_n = dmin_n / 2 sigma2
+            mask = labels_y[:, None] != labels_x[None, s:s + chunk]
+            g.masked_fill_(mask, -math.inf)
+        gmax = g.amax(0)
+        valid = torch.isfinite(gmax)
+        gmax = torch.where(valid, gmax, torch.zeros_like(gmax))
+        # K = e_mn * exp(a_n), a_n = min_m |x_n - y_m|^2 / 2 sigma2; exponents clamped above the
+        # subnormal range (exp of subnormals is ~10x slower on CPU; those terms are < 1e-34 of the max)
+        K = torch.exp_(g.sub_(gmax).clamp_min_(floor))
+        if mask is not None:
+            K.masked_fill_(mask, 0.0)
         ssum = K.sum(0)
-        logden = torch.logaddexp(torch.log(ssum.double()), logc + dmin.double() * inv)
+        a = (Xc * Xc).sum(1).double() * inv - gmax.double()
+        logden = torch.logaddexp(torch.log(ssum.double()), logc + a)
         den = torch.exp(logden).to(K.dtype)
         den = torch.where(den > 0, den, torch.ones_like(den))
-        K.div_(den)
-        P1 += K.sum(1).double()
-        Pt1[s:s + chunk] = K.sum(0).double()
-        PX += (K @ Xc).double()
-        v = valid
-        nll -= float((logden - dmin.double() * inv)[v].sum())
-        n_valid += int(v.sum())
-    nll += n_valid * (0.5 * D * math.log(2 * math.pi * sigma2) - math.log((1 - w) / M))
+        R = (K @ torch.cat([Xc / den[:, None], (1.0 / den)[:, None]], 1)).double()   # (M, D + 1)
+        PX += R[:, :D]
+        P1 += R[:, D]
+        Pt1[s:s + chunk] = (ssum / den).double()
+        nll -= torch.where(valid, logden - a, torch.zeros_like(a)).sum()   # no host sync per chunk
+        n_valid += valid.sum()
+    nll = float(nll) + int(n_valid) * (0.5 * D * math.log(2 * math.pi * sigma2) - math.log((1 - w) / M))
     return EStats(P1, Pt1, PX, float(P1.sum()), nll)
 
 
@@ -189,13 +201,12 @@ def m_step_lowrank(Q: torch.Tensor, P1: torch.Tensor, B0: torch.Tensor, s: float
     """Woodbury form of :func:`m_step_dense` for ``G = Q Q^T`` (Q (m, r)): returns
     (z (r, D), W (m, D)) with ``z = Q^T W = (s I + Q^T diag(P1) Q)^-1 Q^T B0`` and
     ``W = (B0 - diag(P1) Q z) / s``; the displacement ``G W = Q z`` has no cancellation.
-    O(m r^2); the r x r system is solved in float64."""
-    Qd = Q.double()
-    A = Qd.T @ (P1.double()[:, None] * Qd)
+    O(m r^2): the Gram ``Q^T diag(P1) Q`` in the working dtype, the r x r solve in float64."""
+    A = (Q.T @ (P1[:, None] * Q)).double()
     A.diagonal().add_(s)
-    z = torch.linalg.solve(A, Qd.T @ B0.double())
-    W = (B0.double() - P1.double()[:, None] * (Qd @ z)) / s
-    return z.to(Q.dtype), W.to(Q.dtype)
+    z = torch.linalg.solve(A, (Q.T @ B0).double()).to(Q.dtype)
+    W = (B0 - P1[:, None] * (Q @ z)) / s
+    return z, W
 
 
 def update_sigma2(X, TY, st: EStats, tol: float) -> float:
