@@ -303,7 +303,9 @@ def deformable_cpd(source, target, *, kernel: str = "gaussian", beta: float = 2.
     that many farthest-point-sampled source points and interpolate the displacement to all
     (GBCPD++). Low-rank (Nystrom, Woodbury M-step) when ``rank`` or ``nystrom_points`` is
     given or more than DENSE_MAX points are registered: ``nystrom_points`` landmarks
-    (default 500, or 2 * rank), ``rank`` eigenvectors kept (default: all positive).
+    (default 500, or 2 * rank), ``rank`` eigenvectors kept (default: all positive). The
+    geodesic kernel is always used as a factor ``Q Q^T`` (its positive eigen-part; every
+    registered point is a landmark unless the low-rank path applies).
     device: default the source tensor's device (CPU for numpy); dtype: working precision.
     callback(iteration=, sigma2=, nll=, points=) is called after every iteration.
     """
