@@ -9,7 +9,6 @@ for PA), so meshes, label volume and geometry agree without conversion.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, anatomy
-from .errors import InputError, WeightsError
+from .errors import InputError
 from .geometry import ProjectionGeometry
 from .io.radiograph import Radiograph, read_radiograph, to_network_input
 
@@ -202,5 +201,4 @@ def write_outputs(rec: Reconstruction, outdir, overwrite: bool = False, meshes: 
     return paths
 
 
-__all__ = ["ReconstructOptions", "Reconstruction", "Reconstructor", "reconstruct", "write_outputs",
-           "WeightsError", "json"]
+__all__ = ["ReconstructOptions", "Reconstruction", "Reconstructor", "reconstruct", "write_outputs"]

@@ -156,16 +156,19 @@ def _surface_voxels(labels: np.ndarray) -> np.ndarray:
 def bone_boxes(gt: np.ndarray, origin, spacing, geom: ProjectionGeometry, min_px: float = 2.0) -> np.ndarray:
     """(K, 5) float32 rows (label, u0, v0, u1, v1) in px: each bone's 2D box on the film,
     from the projection of its ground-truth voxels (grown by half a voxel)."""
+    # one pass over the volume: project every bone voxel once, then take per-label extremes
+    idx = np.argwhere(gt > 0)
+    labels = gt[tuple(idx.T)]
+    uv, _ = geom.project(origin + idx * spacing)
+    pad = 0.5 * float(np.max(spacing)) * geom.magnification / min(geom.spacing_mm)
+    counts = np.bincount(labels, minlength=256)
     rows = []
     for b in anatomy.BONES:
-        idx = np.argwhere(gt == b.label)
-        if len(idx) < 4:
+        if counts[b.label] < 4:
             continue
-        pts = origin + idx * spacing
-        uv, _ = geom.project(pts)
-        pad = 0.5 * float(np.max(spacing)) * geom.magnification / min(geom.spacing_mm)
-        u0, v0 = uv.min(0) - pad
-        u1, v1 = uv.max(0) + pad
+        sel = uv[labels == b.label]
+        u0, v0 = sel.min(0) - pad
+        u1, v1 = sel.max(0) + pad
         u0, u1 = np.clip([u0, u1], -0.5, geom.width - 0.5)
         v0, v1 = np.clip([v0, v1], -0.5, geom.height - 0.5)
         if u1 - u0 >= min_px and v1 - v0 >= min_px:

@@ -19,9 +19,6 @@ from ..anatomy import by_label
 from .atomic import atomic_write
 
 
-_atomic_write = atomic_write  # the one atomic writer (io/atomic.py)
-
-
 def _ijk_to_lps(origin_lps_mm, spacing_mm) -> np.ndarray:
     m = np.eye(4)
     m[:3, :3] = np.diag(np.asarray(spacing_mm, float).reshape(3))
@@ -73,7 +70,7 @@ def write_segmentation_nrrd(path, labels_xyz, origin_lps_mm, spacing_mm, overwri
     import slicerio
 
     seg = segmentation_dict(labels_xyz, origin_lps_mm, spacing_mm)
-    return _atomic_write(path, lambda tmp: slicerio.write_segmentation(tmp, seg), overwrite)
+    return atomic_write(path, lambda tmp: slicerio.write_segmentation(tmp, seg), overwrite)
 
 
 # ---------------------------------------------------------------------- meshes
@@ -145,7 +142,7 @@ def write_stl(path, verts, faces, overwrite: bool = False) -> Path:
             fh.write(np.uint32(len(f)).tobytes())
             fh.write(rec.tobytes())
 
-    return _atomic_write(path, write, overwrite)
+    return atomic_write(path, write, overwrite)
 
 
 # ---------------------------------------------------------------------- preview
@@ -228,7 +225,7 @@ def write_preview_png(path, image, geometry, labels_xyz, origin_lps_mm, spacing_
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), overwrite)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), overwrite)
 
 
 def _json_default(o):
@@ -244,4 +241,4 @@ def _json_default(o):
 def write_report_json(path, data: dict, overwrite: bool = False) -> Path:
     """Pretty JSON (numpy scalars/arrays and paths converted)."""
     text = json.dumps(data, indent=2, default=_json_default)
-    return _atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"), overwrite)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"), overwrite)

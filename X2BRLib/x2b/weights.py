@@ -43,10 +43,6 @@ def _paths(path) -> tuple[Path, Path]:
     return p, p.with_suffix(".json")
 
 
-def _atomic(path: Path, write) -> None:
-    atomic_write(path, write, overwrite=True)
-
-
 def save_weights(path, model, record: dict | None = None) -> tuple[Path, Path]:
     """Write ``model``'s weights as fp16 and the record next to them.
 
@@ -57,14 +53,14 @@ def save_weights(path, model, record: dict | None = None) -> tuple[Path, Path]:
     pt, js = _paths(path)
     state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().contiguous()
              for k, v in model.state_dict().items()}
-    _atomic(pt, lambda tmp: torch.save(state, tmp))
+    atomic_write(pt, lambda tmp: torch.save(state, tmp), overwrite=True)
     card = dict(record or {})
     card.update(format=FORMAT, version=FORMAT_VERSION, x2br_version=__version__,
                 encoder=model.config["encoder"], architecture=dict(model.config),
                 weights_file=pt.name, sha256=sha256_file(pt), dtype="float16",
                 bones=[b.name for b in BONES])
     text = json.dumps(card, indent=2, default=str) + "\n"
-    _atomic(js, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(js, lambda tmp: Path(tmp).write_text(text), overwrite=True)
     return pt, js
 
 
