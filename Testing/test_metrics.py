@@ -204,3 +204,107 @@ def test_connected_components_and_watertight():
     assert M.is_watertight(faces)
     assert not M.is_watertight(faces[1:])
     assert not M.is_watertight(np.zeros((0, 3), int))
+
+
+# ---------------------------------------------------------------------------- consistency
+@pytest.fixture(scope="module")
+def gt_volume(sample_source):
+    """Ground truth of the nominal virtual patient of the bundled 3 mm sample CT, 3 mm grid."""
+    from X2BRLib.dataset.builder import warped_volumes
+    from X2BRLib.dataset.virtual import identity_variation
+
+    geom = ProjectionGeometry.chest("PA")
+    shape, origin, spacing = geom.box_grid(3.0)
+    return warped_volumes(sample_source, geom, identity_variation(), 3.0)[0].numpy(), spacing, origin
+
+
+def _consistency(vol, spacing, origin):
+    return M.consistency_metrics(vol, spacing, origin)
+
+
+def _rib_azimuth(vol, label, spacing, origin):
+    idx = np.argwhere(vol == label)
+    p = origin + idx * spacing
+    ribs = origin + np.argwhere((vol >= 1) & (vol <= 24)) * spacing
+    axis = 0.5 * (ribs[:, :2].min(0) + ribs[:, :2].max(0))
+    return idx, np.degrees(np.arctan2(p[:, 1] - axis[1], p[:, 0] - axis[0]))
+
+
+def test_consistency_of_ground_truth(gt_volume):
+    r = _consistency(*gt_volume)
+    keys = {"n_bones_present", "frac_bones_single_component", "mean_components_per_bone",
+            "frac_bones_watertight", "n_ribs_present", "rib_turning_deg_per_cm_mean",
+            "rib_turning_deg_per_cm_max", "frac_ribs_unbroken", "n_vertebrae_missing",
+            "frac_vertebra_pairs_ordered", "frac_vertebra_pairs_overlapping"}
+    assert set(r) == keys
+    json.loads(json.dumps(M.json_safe(r), allow_nan=False))
+    assert r["n_bones_present"] == 45 and r["n_ribs_present"] == 24 and r["n_vertebrae_missing"] == 0
+    assert r["frac_vertebra_pairs_ordered"] == 1.0 and r["frac_vertebra_pairs_overlapping"] == 0.0
+    # the 3 mm sample CT's own labels leave a few thin ribs in pieces (the full CT: all whole)
+    assert r["frac_bones_single_component"] > 0.75 and r["frac_ribs_unbroken"] > 0.6
+    assert r["frac_bones_watertight"] > 0.9
+    assert 5.0 < r["rib_turning_deg_per_cm_mean"] < 16.0
+
+
+def test_consistency_detects_a_rib_cut_in_two(gt_volume):
+    vol, spacing, origin = gt_volume
+    gt = _consistency(vol, spacing, origin)
+    rib = bone("rib_left_6").label
+    assert M.connected_components_per_bone(vol)["rib_left_6"] == 1
+    idx, az = _rib_azimuth(vol, rib, spacing, origin)
+    cut = idx[np.abs(az - np.median(az)) < 7.0]
+    broken = vol.copy()
+    broken[tuple(cut.T)] = 0
+    r = _consistency(broken, spacing, origin)
+    assert r["frac_ribs_unbroken"] == pytest.approx(gt["frac_ribs_unbroken"] - 1 / 24)
+    assert r["frac_bones_single_component"] < gt["frac_bones_single_component"]
+
+
+def test_consistency_detects_jagged_ribs(gt_volume):
+    vol, spacing, origin = gt_volume
+    gt = _consistency(vol, spacing, origin)
+    bad = vol.copy()
+    for n in range(3, 9):  # left ribs 3-8: alternate 12 deg segments moved 9 mm up
+        rib = bone(f"rib_left_{n}").label
+        idx, az = _rib_azimuth(bad, rib, spacing, origin)
+        bad[tuple(idx.T)] = 0
+        step = np.where((np.floor(az / 12.0) % 2) == 0, 3, 0)
+        bad[tuple((idx + np.c_[np.zeros((len(idx), 2), int), step]).T)] = rib
+    r = _consistency(bad, spacing, origin)
+    assert r["rib_turning_deg_per_cm_mean"] > gt["rib_turning_deg_per_cm_mean"] + 2.0
+
+
+def test_consistency_detects_swapped_and_overlapping_vertebrae(gt_volume):
+    vol, spacing, origin = gt_volume
+    t5, t6 = bone("vertebra_T5").label, bone("vertebra_T6").label
+    swapped = vol.copy()
+    swapped[vol == t5], swapped[vol == t6] = t6, t5
+    r = _consistency(swapped, spacing, origin)
+    assert r["frac_vertebra_pairs_ordered"] == pytest.approx(12 / 13)
+    # labels mixed up: two thirds of T7's voxels (at random) called T8
+    t7, t8 = bone("vertebra_T7").label, bone("vertebra_T8").label
+    mixed = vol.copy()
+    idx = np.argwhere(vol == t7)
+    pick = idx[np.random.default_rng(0).random(len(idx)) < 2 / 3]
+    mixed[tuple(pick.T)] = t8
+    r = _consistency(mixed, spacing, origin)
+    assert r["frac_vertebra_pairs_overlapping"] >= 1 / 13
+    gone = np.where(vol == bone("vertebra_L1").label, 0, vol).astype(np.uint8)
+    assert _consistency(gone, spacing, origin)["n_vertebrae_missing"] == 1
+
+
+def test_consistency_detects_a_bone_in_fragments(gt_volume):
+    vol, spacing, origin = gt_volume
+    gt = _consistency(vol, spacing, origin)
+    frag = vol.copy()
+    for name in ("humerus_left", "sternum"):
+        lab = bone(name).label
+        idx = np.argwhere(vol == lab)
+        zmid = np.percentile(idx[:, 2], [33, 66]).astype(int)
+        cut = idx[np.isin(idx[:, 2], zmid)]
+        frag[tuple(cut.T)] = 0  # two slabs out: three pieces
+    cc = M.connected_components_per_bone(frag)
+    assert cc["humerus_left"] >= 3 and cc["sternum"] >= 3
+    r = _consistency(frag, spacing, origin)
+    assert r["frac_bones_single_component"] == pytest.approx(gt["frac_bones_single_component"] - 2 / 45)
+    assert r["mean_components_per_bone"] >= gt["mean_components_per_bone"] + 4 / 45 - 1e-9
