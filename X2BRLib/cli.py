@@ -173,6 +173,9 @@ def _add_optional_commands(sub) -> None:
     except ImportError:
         return
     x2b_commands.add_commands(sub)
+    from .detect import commands as detect_commands
+
+    detect_commands.add_commands(sub)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,265 @@
+"""YOLOv9 bone detector: the shipped weights, verified, and one box per bone.
+
+Weights: a folder holding ``model.pt`` (fp16 state dict of an ultralytics
+``DetectionModel``, loaded with ``torch.load(weights_only=True)``: no pickled code)
+and ``model.json`` (its record: format, variant, imgsz, nc, class names and
+labels, SHA-256 of the .pt, metrics, training settings, code commit). The
+architecture is rebuilt from the yaml that ships inside the ultralytics package
+(``ultralytics/cfg/models/v9/<variant>.yaml``); nothing is ever downloaded.
+
+Boxes are in the network image's pixel frame, the same as
+``dataset.builder.bone_boxes`` and ``ProjectionGeometry``: ``box_px = (u0, v0, u1, v1)``,
+u = column, v = row, pixel centres at integers (so the image spans -0.5 .. W - 0.5).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import anatomy
+from ..errors import InputError, WeightsError
+from ..io.atomic import atomic_write
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_WEIGHTS = REPO / "Resources" / "Models" / "yolo"
+FORMAT = "x2br-yolo-weights"
+FORMAT_VERSION = 1
+HINT = "train with `x2br train-detector` (see Resources/Models/yolo/MODEL_CARD.md) or reinstall X2BR"
+VARIANTS = ("yolov9t", "yolov9s", "yolov9m", "yolov9c", "yolov9e")
+
+
+def ultralytics():
+    """Import ultralytics with every network access switched off.
+
+    ``YOLO_OFFLINE=1`` (set before the first import) makes ultralytics' online check
+    false, which disables its analytics and downloads; its font lookup (which would
+    fetch Arial.ttf for plots) is replaced by a local-only one.
+    """
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    import ultralytics as ul
+    import ultralytics.data.utils as data_utils
+    import ultralytics.utils.checks as checks
+    import ultralytics.utils.plotting as plotting
+
+    for mod in (checks, data_utils, plotting):
+        if getattr(mod, "check_font", None) is not _local_font:
+            mod.check_font = _local_font
+    return ul
+
+
+def _local_font(font="Arial.ttf"):
+    """ultralytics' check_font without the download: the font if it is on this machine, else None."""
+    from matplotlib import font_manager
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    file = USER_CONFIG_DIR / Path(font).name
+    if file.exists():
+        return file
+    found = [f.fname for f in font_manager.fontManager.ttflist if font in f.fname]
+    return found[0] if found else None
+
+
+def build_model(variant: str = "yolov9t", nc: int = len(anatomy.BONES)):
+    """A fresh (randomly initialised) ultralytics DetectionModel of a YOLOv9 variant.
+
+    variant: one of VARIANTS; its yaml is read from the installed ultralytics package.
+    nc: number of classes (45: class c is catalog label c + 1). Returns the model in train mode
+    with ``model.names`` = {class: bone name}.
+    """
+    ultralytics()
+    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+
+    cfg = variant_yaml(variant)
+    spec = dict(yaml_model_load(cfg), nc=int(nc))
+    model = DetectionModel(spec, nc=int(nc), verbose=False)
+    model.names = class_names(nc)
+    return model
+
+
+def variant_yaml(variant: str) -> Path:
+    """The architecture yaml of a YOLOv9 variant inside the installed ultralytics package."""
+    cfg = Path(ultralytics().__file__).parent / "cfg" / "models" / "v9" / f"{variant}.yaml"
+    if variant not in VARIANTS or not cfg.is_file():
+        raise InputError(f"unknown YOLOv9 variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    return cfg
+
+
+def class_names(nc: int = len(anatomy.BONES)) -> dict[int, str]:
+    """{class index: bone name}; class c is catalog label c + 1 (as the dataset's YOLO files)."""
+    lut = anatomy.by_label()
+    return {c: lut[c + 1].name for c in range(nc)}
+
+
+@dataclass
+class Detection:
+    """One detected bone.
+
+    label: catalog label (1..45); name: catalog name; confidence: in [0, 1];
+    box_px: (u0, v0, u1, v1) in the network image's pixels (u = column, v = row,
+    pixel centres at integers), the convention of ``builder.bone_boxes``.
+    """
+
+    label: int
+    name: str
+    confidence: float
+    box_px: tuple[float, float, float, float]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["confidence"] = round(float(self.confidence), 5)
+        d["box_px"] = [round(float(x), 3) for x in self.box_px]
+        return d
+
+
+def _paths(path) -> tuple[Path, Path]:
+    """Accept the folder, the .pt or the .json; return (pt, json)."""
+    p = Path(path)
+    if p.is_dir() or (not p.suffix and not p.exists()):
+        p = p / "model.pt"
+    if p.suffix == ".json":
+        return p.with_suffix(".pt"), p
+    return p, p.with_suffix(".json")
+
+
+def save_weights(out, model, record: dict) -> tuple[Path, Path]:
+    """Write ``model``'s state dict as fp16 ``model.pt`` and its record ``model.json`` (atomic).
+
+    out: folder (-> model.pt/model.json) or ``<name>.pt``. record: JSON-able fields, which must
+    include ``variant`` and ``imgsz``. Returns (pt, json).
+    """
+    import torch
+
+    from ..x2b.weights import sha256_file
+
+    pt, js = _paths(out)
+    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    atomic_write(pt, lambda tmp: torch.save(state, tmp), overwrite=True)
+    names = class_names(len(model.names))
+    card = dict(record)
+    card.update(format=FORMAT, version=FORMAT_VERSION, weights_file=pt.name, sha256=sha256_file(pt),
+                dtype="float16", nc=len(names), names=[names[c] for c in range(len(names))],
+                labels=[c + 1 for c in range(len(names))])
+    text = json.dumps(card, indent=2, default=str) + "\n"
+    atomic_write(js, lambda tmp: Path(tmp).write_text(text), overwrite=True)
+    return pt, js
+
+
+def read_record(path) -> dict:
+    """The checked record of a detector weights file; WeightsError naming the file otherwise."""
+    from ..x2b.weights import sha256_file
+
+    pt, js = _paths(path)
+    if not pt.is_file():
+        raise WeightsError(f"detector weights not found at {pt}; {HINT}")
+    if not js.is_file():
+        raise WeightsError(f"detector weights record {js} is missing; {HINT}")
+    try:
+        card = json.loads(js.read_text())
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"detector weights record {js} is unreadable ({e}); {HINT}") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise WeightsError(f"{js} is not an X2BR detector weights record; {HINT}")
+    digest = sha256_file(pt)
+    if digest != card.get("sha256"):
+        raise WeightsError(f"detector weights file {pt} is corrupt: SHA-256 {digest[:12]}... does not match "
+                           f"{str(card.get('sha256'))[:12]}... recorded in {js}; {HINT}")
+    lut = anatomy.by_label()
+    for name, label in zip(card.get("names", []), card.get("labels", [])):
+        if label not in lut or lut[label].name != name:
+            raise WeightsError(f"detector weights {pt} were trained for another bone catalog "
+                               f"(class {name!r} -> label {label}); {HINT}")
+    return card
+
+
+class Detector:
+    """A loaded bone detector (lifecycle: load once, detect on many films).
+
+    weights: folder, .pt or .json (default: the shipped ``Resources/Models/yolo``).
+    device: ``auto`` | ``cpu`` | ``cuda[:N]``. ``info``: JSON-able model facts;
+    ``timings_s``: the stages of the last ``detect`` call.
+    """
+
+    def __init__(self, weights=None, device="auto"):
+        import torch
+
+        from ..pipeline import resolve_device
+
+        pt, js = _paths(weights if weights is not None else DEFAULT_WEIGHTS)
+        t0 = time.perf_counter()
+        card = read_record(pt)
+        self.device = resolve_device(device)
+        try:
+            model = build_model(card["variant"], int(card["nc"]))
+            state = torch.load(pt, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise WeightsError(f"detector weights {pt} do not load into the recorded architecture ({e}); "
+                               f"{HINT}") from None
+        self.model = model.float().fuse(verbose=False).eval().to(self.device)
+        self.imgsz = int(card["imgsz"])
+        self.labels = [int(x) for x in card["labels"]]
+        self.record = card
+        self.info = {"name": "yolo", "variant": card["variant"], "imgsz": self.imgsz, "weights": str(pt),
+                     "sha256": card["sha256"], "device": str(self.device)}
+        self.timings_s = {"load": time.perf_counter() - t0}
+
+    def detect(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.5) -> list[Detection]:
+        """Bones on one network image, at most one per bone (its most confident box).
+
+        image: (H, W) float32 in [0, 1] (``to_network_input``), quantised to 8-bit grey exactly
+        as the dataset's PNGs (``write_yolo``), then letterboxed to ``imgsz`` (a no-op for the
+        usual 256 x 256) and given to the network as 3 equal channels. conf: minimum
+        confidence; iou: class-wise NMS threshold (before keeping one box per class).
+        Returns detections sorted by label.
+        """
+        import torch
+        from ultralytics.data.augment import LetterBox
+        from ultralytics.utils.nms import non_max_suppression
+        from ultralytics.utils.ops import scale_boxes
+
+        img = np.asarray(image)
+        if img.ndim != 2 or min(img.shape) < 8 or not np.isfinite(img).all():
+            raise InputError(f"detector input must be a finite (H, W) image of at least 8 px, got shape {img.shape}")
+        if not (0.0 <= conf <= 1.0 and 0.0 <= iou <= 1.0):
+            raise InputError(f"conf and iou must be in [0, 1], got conf={conf}, iou={iou}")
+        t0 = time.perf_counter()
+        u8 = np.round(np.clip(img.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+        h, w = u8.shape
+        lb = LetterBox(new_shape=(self.imgsz, self.imgsz), auto=False, stride=32)(image=np.repeat(u8[..., None], 3, 2))
+        x = torch.from_numpy(np.ascontiguousarray(lb.transpose(2, 0, 1)))[None].to(self.device).float() / 255
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model(x)
+        pred = out[0] if isinstance(out, (list, tuple)) else out
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t2 = time.perf_counter()
+        rows = non_max_suppression(pred, conf_thres=conf, iou_thres=iou, max_det=300, nc=len(self.labels))[0]
+        rows = rows[rows[:, 4].argsort(descending=True)]
+        rows[:, :4] = scale_boxes(lb.shape[:2], rows[:, :4], (h, w))  # pixel edges of the input image
+        lut = anatomy.by_label()
+        best: dict[int, Detection] = {}
+        for x0, y0, x1, y1, score, cls in rows.cpu().numpy().tolist():
+            label = self.labels[int(cls)]
+            if label in best:
+                continue
+            box = (max(x0, 0.0) - 0.5, max(y0, 0.0) - 0.5, min(x1, w) - 0.5, min(y1, h) - 0.5)
+            best[label] = Detection(label, lut[label].name, float(score), tuple(float(v) for v in box))
+        t3 = time.perf_counter()
+        self.timings_s = {"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0}
+        return [best[k] for k in sorted(best)]
+
+    def detect_radiograph(self, radiograph, conf: float = 0.25, iou: float = 0.5):
+        """A radiograph file (any format ``read_radiograph`` takes) or a Radiograph ->
+        (detections, network image (imgsz, imgsz) float32, its ProjectionGeometry)."""
+        from ..io.radiograph import Radiograph, read_radiograph, to_network_input
+
+        rad = radiograph if isinstance(radiograph, Radiograph) else read_radiograph(radiograph)
+        image, geom = to_network_input(rad, (self.imgsz, self.imgsz))
+        return self.detect(image, conf=conf, iou=iou), image, geom
