@@ -73,6 +73,10 @@ def test_chunked_e_step_equals_unchunked_and_dense_posterior():
             assert full.nll == pytest.approx(part.nll, rel=1e-12)
             if labels[0] is not None:
                 assert torch.all(full.Pt1[lx == 3] == 0)
+                grouped = cpd.e_step_grouped(Y, X, 0.3, w, cpd.label_groups(ly, lx), chunk=11)
+                for a, b in ((full.P1, grouped.P1), (full.Pt1, grouped.Pt1), (full.PX, grouped.PX)):
+                    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+                assert full.nll == pytest.approx(grouped.nll, rel=1e-10)
 
 
 def test_lowrank_nystrom_agrees_with_dense():
