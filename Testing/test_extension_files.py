@@ -129,8 +129,8 @@ def test_the_widgets_the_module_uses_exist_and_are_bound_to_its_parameters(ui_ro
     assert "vtkMRMLLabelMapVolumeNode" in _prop(_widget(ui_root, "inputVolumeSelector"), "hideChildNodeTypes")
     assert _prop(_widget(ui_root, "outputSegmentationSelector"), "nodeTypes") == ["vtkMRMLSegmentationNode"]
     refine = _widget(ui_root, "refineCheckBox")
-    assert (_prop(refine, "enabled"), _prop(refine, "checked")) == ("false", "false")
-    assert "not available yet" in _prop(refine, "toolTip").lower()
+    assert _prop(refine, "enabled") is None and _prop(refine, "checked") == "false"  # offered, off by default
+    assert "cpd" in _prop(refine, "toolTip").lower()
     assert _prop(_widget(ui_root, "applyButton"), "text") == "Reconstruct"
 
 

@@ -81,9 +81,11 @@ the detector pixel spacing, set it first in the Volumes module (Volume Informati
 DICOM CR/DX files give the spacing, distances and view.</p>
 <p>The first run installs the Python packages X2BR needs (PyTorch through the PyTorch extension); after
 that everything runs offline: the network weights are bundled.</p>
+<p><b>Refinement</b> (X2BR): detects the bones on the film, fits a skeleton template to them and
+registers it onto the network's bones: one smooth closed piece per bone, at some cost in overlap with
+the true bone (see the README's trade-off table).</p>
 <p>Method: <a href="{paper}">X2BR: High-Fidelity 3D Bone Reconstruction from a Planar X-Ray Image with
-Hybrid Neural Implicit Methods</a> (Guven, Ugurdag, Ates, 2025). This release runs the X2B network; the
-X2BR refinement is not available yet. Research software, not a medical device.</p>
+Hybrid Neural Implicit Methods</a> (Guven, Ugurdag, Ates, 2025). Research software, not a medical device.</p>
 """).format(paper=PAPER_URL)
         self.parent.acknowledgementText = _("""
 X2BR follows the method of Guven, Ugurdag and Ates (arXiv 2504.08675). The network was trained on
@@ -144,7 +146,7 @@ class X2BRParameterNode:
     inputVolume - the chest radiograph (single-slice scalar or RGB volume).
     quality - voxel size of the result: fast 3 mm, default 2 mm, high 1 mm.
     device - auto, cpu or cuda.
-    refine - the X2BR refinement (not available yet: always False).
+    refine - the X2BR refinement (detection, skeleton template, geodesic CPD) after X2B.
     outputSegmentation - receives one segment per bone; created when None.
     """
 
@@ -230,7 +232,6 @@ class X2BRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         running = self.logic is not None and self.logic.isRunning
         self.ui.inputsCollapsibleButton.enabled = not running
         self.ui.outputsCollapsibleButton.enabled = not running
-        self.ui.refineCheckBox.enabled = False  # the refinement is not available yet
         if running:
             self.ui.applyButton.text = _("Cancel")
             self.ui.applyButton.toolTip = _("Stop the reconstruction (kills its process).")
@@ -278,7 +279,7 @@ class X2BRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "vtkMRMLSegmentationNode", slicer.mrmlScene.GenerateUniqueName(p.inputVolume.GetName() + " bones"))
         with slicer.util.tryWithErrorDisplay(_("Failed to start the reconstruction."), waitCursor=True):
             self.logic.startReconstruction(p.inputVolume, p.outputSegmentation, p.quality, p.device,
-                                           progressCallback=self._onProgress, completedCallback=self._onCompleted)
+                                           refine=p.refine, progressCallback=self._onProgress, completedCallback=self._onCompleted)
             self.ui.progressBar.value = 0
             self.ui.progressBar.show()
         self._updateButtons()
@@ -403,7 +404,7 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ run
     def startReconstruction(self, inputVolume, outputSegmentation=None, quality="default", device="auto",
-                            progressCallback=None, completedCallback=None) -> None:
+                            refine=False, progressCallback=None, completedCallback=None) -> None:
         """Start ``x2br reconstruct`` on the volume; returns at once. progressCallback(fraction, message,
         logLine); completedCallback(success, message). The result goes into outputSegmentation
         (created when None) and a placed copy of the film; see lastSegmentation / lastFilm."""
@@ -415,7 +416,8 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
         outDir = os.path.join(tempDir, "out")
         python = shutil.which("PythonSlicer")
         env = slicer_process.subprocess_environment(slicer.util.startupEnvironment() if python else None)
-        command = slicer_process.reconstruct_command(python or sys.executable, radiograph, outDir, device, quality)
+        command = slicer_process.reconstruct_command(python or sys.executable, radiograph, outDir, device, quality,
+                                                     refine=refine)
         logging.info("X2BR: " + " ".join(command))
         self._task = dict(inputVolume=inputVolume, outputSegmentation=outputSegmentation, radiograph=radiograph,
                           tempDir=tempDir, outDir=outDir, progress=progressCallback, completed=completedCallback,
@@ -428,10 +430,11 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
         if self.isRunning:
             self._job.cancel()
 
-    def process(self, inputVolume, outputSegmentation=None, quality="default", device="auto", timeout=None):
+    def process(self, inputVolume, outputSegmentation=None, quality="default", device="auto", timeout=None,
+                refine=False):
         """Reconstruct and wait (scripts, self-test). Returns the segmentation node; raises on failure."""
         result = {}
-        self.startReconstruction(inputVolume, outputSegmentation, quality, device,
+        self.startReconstruction(inputVolume, outputSegmentation, quality, device, refine=refine,
                                  completedCallback=lambda ok, msg: result.update(ok=ok, msg=msg))
         end = None if timeout is None else time.monotonic() + timeout
         while self._task is not None:

@@ -38,6 +38,8 @@ class ReconstructOptions:
     weights: str | None = None  # folder / .pt / .json; the shipped model when None
     batch_points: int = 65536
     threshold: float = 0.5
+    refine: bool = False        # X2BR: detection + template + geodesic CPD after X2B
+    detector_weights: str | None = None  # the shipped detector when None
 
     def __post_init__(self):
         if self.quality not in QUALITY:
@@ -58,6 +60,7 @@ class Reconstruction:
     timings_s: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    meshes: dict | None = None  # {bone name: (verts, faces)} when refined; else from labels_xyz
 
     def bone_volumes_ml(self) -> dict:
         voxel_ml = float(np.prod(self.spacing_mm)) / 1000.0
@@ -111,10 +114,20 @@ class Reconstructor:
         self.image_size = tuple(self.record.get("image_size", (256, 256)))
         self.load_s = time.perf_counter() - t0
         self.amp = torch.bfloat16 if self.device.type == "cuda" else None
+        self.refiner = None
+        if self.options.refine:
+            from .refine.refiner import Refiner
+
+            self.refiner = Refiner(device=self.device, detector_weights=self.options.detector_weights)
+            self.refiner.detector  # load now: missing weights fail before any film is read
+            self.load_s = time.perf_counter() - t0
 
     def model_info(self) -> dict:
         keys = ("name", "version", "encoder", "sha256", "code_commit", "image_size")
-        return {k: self.record[k] for k in keys if k in self.record}
+        info = {k: self.record[k] for k in keys if k in self.record}
+        if self.refiner is not None:
+            info["detector"] = dict(self.refiner.detector.info)
+        return info
 
     def reconstruct_image(self, image: np.ndarray, geometry: ProjectionGeometry,
                           radiograph: Radiograph | None = None, voxel_mm: float | None = None) -> Reconstruction:
@@ -152,6 +165,9 @@ class Reconstructor:
         t1 = time.perf_counter()
         report(0.1, "film read and normalised; extracting the bone surfaces (MISE)")
         rec = self.reconstruct_image(image, geom, radiograph)
+        if self.refiner is not None:
+            report(0.55, "X2B bones extracted; refining (detection, template, CPD)")
+            rec = self.refiner.refine(rec, progress=report)
         report(0.85, "bones extracted; writing outputs")
         rec.timings_s = {"read_and_normalise": t1 - t0, **rec.timings_s}
         return rec
@@ -185,8 +201,9 @@ def write_outputs(rec: Reconstruction, outdir, overwrite: bool = False, meshes: 
     if meshes:
         (out / "meshes").mkdir(exist_ok=True)
         mesh_paths = []
-        for name, (verts, faces) in outputs.labels_to_meshes(rec.labels_xyz, rec.origin_lps_mm,
-                                                              rec.spacing_mm).items():
+        meshes_by_bone = rec.meshes if rec.meshes is not None else outputs.labels_to_meshes(
+            rec.labels_xyz, rec.origin_lps_mm, rec.spacing_mm)
+        for name, (verts, faces) in meshes_by_bone.items():
             mesh_paths.append(str(outputs.write_stl(out / "meshes" / f"{name}.stl", verts, faces, overwrite=True)))
         paths["meshes"] = mesh_paths
     t1 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 The Slicer module never imports torch: it runs the same command a user can run,
 
-    <python> -m X2BRLib.cli reconstruct <radiograph> -o <folder> --device D --quality Q --overwrite --no-meshes
+    <python> -m X2BRLib.cli reconstruct <radiograph> -o <folder> --device D --quality Q --overwrite --no-meshes [--refine]
 
 with Slicer's Python (``PythonSlicer``), reads its output lines as they come
 (without blocking: a reader thread fills a queue that the caller drains from a
@@ -40,9 +40,10 @@ DEVICES = ("auto", "cpu", "cuda")
 # Python packages the reconstruction needs in Slicer's Python, beyond what Slicer ships
 # (numpy, vtk, SimpleITK, Pillow stay Slicer's own; torch and torchvision come through the
 # PyTorch extension). Ranges, not pins: these must live next to other extensions' packages.
-# pycpd is for the X2BR refinement; matplotlib draws OUT/preview.png.
+# ultralytics runs the bone detector of the X2BR refinement (its CPD is X2BR's own torch code;
+# pycpd is only the reference in tests and benchmarks); matplotlib draws OUT/preview.png.
 PIP_REQUIREMENTS = ("timm>=1.0", "scikit-image>=0.22", "scipy>=1.11", "slicerio>=1.4", "pydicom>=3.0",
-                    "pycpd>=2.0", "tqdm>=4.66", "matplotlib>=3.5")
+                    "ultralytics>=8.3", "tqdm>=4.66", "matplotlib>=3.5")
 NEVER_INSTALL = ("numpy", "vtk", "SimpleITK", "torch", "torchvision", "pillow")  # Slicer's own / PyTorch extension
 TORCH_REQUIREMENT = ">=2.4"  # as pyproject.toml
 TORCHVISION_REQUIREMENT = ">=0.19"
@@ -59,7 +60,7 @@ def library_root() -> Path:
 
 
 def reconstruct_command(python: str, radiograph, output_dir, device: str = "auto", quality: str = "default",
-                        weights=None) -> list[str]:
+                        weights=None, refine: bool = False) -> list[str]:
     """The ``x2br reconstruct`` command line for one radiograph (list of arguments, no shell).
 
     Replaces what is in output_dir (a folder the caller owns) and skips the STL meshes
@@ -73,6 +74,8 @@ def reconstruct_command(python: str, radiograph, output_dir, device: str = "auto
            "--device", device, "--quality", quality, "--overwrite", "--no-meshes", "--no-progress"]
     if weights:
         cmd += ["--weights", str(weights)]
+    if refine:
+        cmd.append("--refine")
     return cmd
 
 

@@ -1,6 +1,7 @@
-"""Reconstruction time by stage (read, encode, MISE, writing) and MISE vs a dense grid.
+"""Reconstruction time by stage (read, encode, MISE, [refinement,] writing) and MISE vs a dense grid.
 
-Usage: python bench/bench_reconstruct.py [--device cpu|cuda] [--quality default] [--repeats 3] [--dense]
+Usage: python bench/bench_reconstruct.py [--device cpu|cuda] [--quality default] [--repeats 3] [--dense] [--refine]
+--refine times ``x2br reconstruct --refine`` (detection, template fit, geodesic CPD, voxelisation).
 Prints one JSON line per quality: median seconds per stage and query counts.
 """
 from __future__ import annotations
@@ -32,22 +33,26 @@ def main(argv=None) -> int:
     ap.add_argument("--quality", nargs="+", default=["fast", "default"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dense", action="store_true", help="also time a dense grid at the same final resolution")
+    ap.add_argument("--refine", action="store_true", help="X2BR: X2B then detection + template + CPD")
     args = ap.parse_args(argv)
     machine = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
                "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None}
     for q in args.quality:
-        rec_ = Reconstructor(ReconstructOptions(quality=q, device=args.device))
+        rec_ = Reconstructor(ReconstructOptions(quality=q, device=args.device, refine=args.refine))
         runs = []
         for _ in range(args.repeats + 1):  # first run is warm-up
             t0 = time.perf_counter()
             rec = rec_.reconstruct(args.input)
             wall = time.perf_counter() - t0
             with tempfile.TemporaryDirectory() as tmp:
+                t1 = time.perf_counter()
                 write_outputs(rec, tmp)
-            runs.append({**rec.timings_s, "reconstruct_wall": wall})
+                write_wall = time.perf_counter() - t1
+            runs.append({**rec.timings_s, "reconstruct_wall": wall, "write_wall": write_wall,
+                         "end_to_end_wall": wall + write_wall})
         runs = runs[1:]
         med = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
-        row = {"quality": q, "device": args.device, **machine, "median_s": med,
+        row = {"quality": q, "device": args.device, "refine": args.refine, **machine, "median_s": med,
                "queries": rec.stats.get("queries"), "dense_queries": rec.stats.get("dense_queries")}
         if args.dense:
             from X2BRLib.io.radiograph import read_radiograph, to_network_input

@@ -47,7 +47,8 @@ def cmd_reconstruct(args) -> int:
     from ..pipeline import ReconstructOptions, Reconstructor, write_outputs
 
     files = _expand_inputs(args.inputs)
-    opts = ReconstructOptions(quality=args.quality, device=args.device, weights=args.weights)
+    opts = ReconstructOptions(quality=args.quality, device=args.device, weights=args.weights,
+                              refine=args.refine, detector_weights=args.detector_weights)
     reconstructor = Reconstructor(opts)
     out_root = Path(args.output)
     results, failures = [], []
@@ -86,12 +87,21 @@ def cmd_evaluate(args) -> int:
     if not manifest.exists():
         raise InputError("not a dataset folder (no dataset.json); build one with `x2br build-dataset`", args.data)
     rec = Reconstructor(ReconstructOptions(device=args.device, weights=args.weights))
+    refiner = None
+    if args.refine:
+        from ..refine.refiner import Refiner
+
+        refiner = Refiner(device=rec.device, detector_weights=args.detector_weights)
+        if not args.oracle_boxes:
+            refiner.detector  # fail now on missing weights
 
     def progress(i, n, row):
-        print(f"[{i}/{n}] {row['case']}: x2b IoU {row['x2b']['iou_all_bone']:.3f}, "
-              f"mean skeleton {row['mean_skeleton']['iou_all_bone']:.3f}", file=sys.stderr, flush=True)
+        text = ", ".join(f"{m} {row[m]['iou_all_bone']:.3f}" for m in row if m != "case")
+        print(f"[{i}/{n}] {row['case']}: IoU {text}", file=sys.stderr, flush=True)
 
-    report = evaluate(args.data, rec, split=args.split, max_cases=args.max_cases, progress=progress)
+    report = evaluate(args.data, rec, split=args.split, max_cases=args.max_cases, progress=progress,
+                      refiner=refiner, baseline=not args.no_baseline, oracle_boxes=args.oracle_boxes,
+                      consistency=args.consistency)
     write_report_json(args.output, report, overwrite=args.overwrite)
     summary = {m: {k: report["methods"][m]["mean"].get(k) for k in
                    ("iou_all_bone", "iou_mean_per_bone", "chamfer_l1_unit", "chamfer_l1_mm", "hd95_mm")}
@@ -113,6 +123,10 @@ def add_commands(sub) -> None:
     s.add_argument("--weights", help="X2B weights folder (default: the shipped model)")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--no-meshes", action="store_true", help="skip the STL meshes")
+    s.add_argument("--refine", action="store_true",
+                   help="X2BR: detect the bones, fit the skeleton template and register it onto the X2B "
+                        "surfaces (one smooth closed piece per bone)")
+    s.add_argument("--detector-weights", help="detector weights folder (default: the shipped detector)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_reconstruct)
 
@@ -124,4 +138,13 @@ def add_commands(sub) -> None:
     s.add_argument("--weights")
     s.add_argument("-o", "--output", required=True, help="report .json")
     s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--refine", action="store_true",
+                   help="also evaluate X2BR (detection + template + geodesic CPD) and template-only, with "
+                        "anatomical consistency metrics")
+    s.add_argument("--detector-weights", help="detector weights folder (default: the shipped detector)")
+    s.add_argument("--oracle-boxes", action="store_true",
+                   help="use the dataset's ground-truth boxes instead of the detector (ablation)")
+    s.add_argument("--consistency", action="store_true", help="consistency metrics also without --refine")
+    s.add_argument("--no-baseline", action="store_true",
+                   help="skip the mean-skeleton baseline (it needs the dataset's train split)")
     s.set_defaults(func=cmd_evaluate)
