@@ -40,6 +40,7 @@ class ReconstructOptions:
     threshold: float = 0.5
     refine: bool = False        # X2BR: detection + template + geodesic CPD after X2B
     detector_weights: str | None = None  # the shipped detector when None
+    template: str | None = None          # skeleton template .npz; the shipped one when None
 
     def __post_init__(self):
         if self.quality not in QUALITY:
@@ -118,7 +119,11 @@ class Reconstructor:
         if self.options.refine:
             from .refine.refiner import Refiner
 
-            self.refiner = Refiner(device=self.device, detector_weights=self.options.detector_weights)
+            from .refine.template import SkeletonTemplate
+
+            template = SkeletonTemplate.load(self.options.template) if self.options.template else None
+            self.refiner = Refiner(device=self.device, template=template,
+                                   detector_weights=self.options.detector_weights)
             self.refiner.detector  # load now: missing weights fail before any film is read
             self.load_s = time.perf_counter() - t0
 

@@ -48,7 +48,7 @@ def cmd_reconstruct(args) -> int:
 
     files = _expand_inputs(args.inputs)
     opts = ReconstructOptions(quality=args.quality, device=args.device, weights=args.weights,
-                              refine=args.refine, detector_weights=args.detector_weights)
+                              refine=args.refine, detector_weights=args.detector_weights, template=args.template)
     reconstructor = Reconstructor(opts)
     out_root = Path(args.output)
     results, failures = [], []
@@ -91,22 +91,45 @@ def cmd_evaluate(args) -> int:
     if args.refine:
         from ..refine.refiner import Refiner
 
-        refiner = Refiner(device=rec.device, detector_weights=args.detector_weights)
+        from ..refine.template import SkeletonTemplate
+
+        template = SkeletonTemplate.load(args.template) if args.template else None
+        refiner = Refiner(device=rec.device, template=template, detector_weights=args.detector_weights)
         if not args.oracle_boxes:
             refiner.detector  # fail now on missing weights
 
     def progress(i, n, row):
-        text = ", ".join(f"{m} {row[m]['iou_all_bone']:.3f}" for m in row if m != "case")
+        text = ", ".join(f"{m} {v['iou_all_bone']:.3f}" for m, v in row.items()
+                         if isinstance(v, dict) and "iou_all_bone" in v)
         print(f"[{i}/{n}] {row['case']}: IoU {text}", file=sys.stderr, flush=True)
 
     report = evaluate(args.data, rec, split=args.split, max_cases=args.max_cases, progress=progress,
                       refiner=refiner, baseline=not args.no_baseline, oracle_boxes=args.oracle_boxes,
-                      consistency=args.consistency)
+                      consistency=args.consistency, first_case=args.first_case)
     write_report_json(args.output, report, overwrite=args.overwrite)
     summary = {m: {k: report["methods"][m]["mean"].get(k) for k in
                    ("iou_all_bone", "iou_mean_per_bone", "chamfer_l1_unit", "chamfer_l1_mm", "hd95_mm")}
                for m in report["methods"]}
     print(json.dumps({"output": str(args.output), "n_cases": report["n_cases"], "mean": summary}))
+    return 0
+
+
+def cmd_merge_evaluations(args) -> int:
+    from ..io.outputs import write_report_json
+    from .evaluate import merge_reports
+
+    reports = []
+    for path in args.reports:
+        try:
+            reports.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as e:
+            raise InputError(f"not a readable evaluation report ({e})", path) from None
+    try:
+        merged = merge_reports(reports)
+    except (KeyError, ValueError) as e:
+        raise InputError(f"cannot merge: {e}") from None
+    write_report_json(args.output, merged, overwrite=args.overwrite)
+    print(json.dumps({"output": str(args.output), "n_cases": merged["n_cases"]}))
     return 0
 
 
@@ -127,6 +150,7 @@ def add_commands(sub) -> None:
                    help="X2BR: detect the bones, fit the skeleton template and register it onto the X2B "
                         "surfaces (one smooth closed piece per bone)")
     s.add_argument("--detector-weights", help="detector weights folder (default: the shipped detector)")
+    s.add_argument("--template", help="skeleton template .npz from `x2br build-template` (default: the shipped one)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_reconstruct)
 
@@ -134,6 +158,7 @@ def add_commands(sub) -> None:
     s.add_argument("--data", required=True, help="dataset folder (x2br build-dataset)")
     s.add_argument("--split", default="test")
     s.add_argument("--max-cases", type=int)
+    s.add_argument("--first-case", type=int, default=0, help="skip the split's first cases (evaluate in parts)")
     s.add_argument("--device", default="auto")
     s.add_argument("--weights")
     s.add_argument("-o", "--output", required=True, help="report .json")
@@ -142,9 +167,16 @@ def add_commands(sub) -> None:
                    help="also evaluate X2BR (detection + template + geodesic CPD) and template-only, with "
                         "anatomical consistency metrics")
     s.add_argument("--detector-weights", help="detector weights folder (default: the shipped detector)")
+    s.add_argument("--template", help="skeleton template .npz from `x2br build-template` (default: the shipped one)")
     s.add_argument("--oracle-boxes", action="store_true",
                    help="use the dataset's ground-truth boxes instead of the detector (ablation)")
     s.add_argument("--consistency", action="store_true", help="consistency metrics also without --refine")
     s.add_argument("--no-baseline", action="store_true",
                    help="skip the mean-skeleton baseline (it needs the dataset's train split)")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("merge-evaluations", help="pool `x2br evaluate` reports of disjoint parts of one split")
+    s.add_argument("reports", nargs="+", help="report .json files (from --first-case / --max-cases runs)")
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_merge_evaluations)

@@ -64,13 +64,15 @@ def _detections_from_boxes(boxes):
 
 def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | None = None,
              baseline_cases: int = 200, n_points: int = 30000, progress=None, refiner=None,
-             baseline: bool = True, oracle_boxes: bool = False, consistency: bool = False) -> dict:
+             baseline: bool = True, oracle_boxes: bool = False, consistency: bool = False,
+             first_case: int = 0) -> dict:
     """Evaluate ``reconstructor`` (pipeline.Reconstructor; it reconstructs on the dataset's
     ground-truth grid) and the mean-skeleton baseline on ``split``.
 
     refiner (refine.refiner.Refiner): also evaluate ``x2br`` (X2B + detection + template +
     geodesic CPD) and ``template_only`` (detection + template at the nominal depth); with
-    oracle_boxes the dataset's ground-truth boxes replace the detector. consistency (implied
+    oracle_boxes the dataset's ground-truth boxes replace the detector. first_case, max_cases:
+    the slice of the split to evaluate (long CPU runs in parts). consistency (implied
     by a refiner): anatomical consistency metrics (metrics.consistency_metrics) of every
     method and of the ground truth, under ``consistency.<method>``.
     """
@@ -78,9 +80,10 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
 
     root = Path(data_root)
     manifest = json.loads((root / "dataset.json").read_text())
-    files = manifest["splits"].get(split, [])[:max_cases]
+    files = manifest["splits"].get(split, [])[first_case:]
+    files = files[:max_cases] if max_cases is not None else files
     if not files:
-        raise ValueError(f"split {split!r} of {root} is empty")
+        raise ValueError(f"split {split!r} of {root} has no cases from {first_case} on")
     voxel = float(manifest["gt_voxel_mm"])
     t0 = time.perf_counter()
     base = mean_skeleton(root, "train", baseline_cases) if baseline else None
@@ -121,7 +124,7 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
         row = {"case": name}
         for method in methods:
             m = metrics.evaluate_case(preds[method], gt, spacing, origin, max(geom.box_size_mm), n_points=n_points,
-                                      seed=i, per_bone_surface=False)
+                                      seed=first_case + i, per_bone_surface=False)
             per_method[method].append(m)
             row[method] = {k: m[k] for k in HEADLINE}
         if consistency:
@@ -146,4 +149,48 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
         out["consistency"] = {k: metrics.aggregate(v) for k, v in per_cons.items()}
     if refiner is not None:
         out["refine"] = {"options": refiner.options.to_dict(), "oracle_boxes": bool(oracle_boxes)}
+    return metrics.json_safe(out)
+
+
+def _merge_aggregates(parts: list[dict]) -> dict:
+    """Pool metrics.aggregate summaries of disjoint case sets: exact means and (ddof 0) stds
+    from each part's count, mean and std per key."""
+    keys = {k for p in parts for k in p["count"]}
+    mean, std, count = {}, {}, {}
+    for k in sorted(keys):
+        n = np.array([p["count"].get(k, 0) for p in parts], float)
+        m = np.array([p["mean"].get(k) if p["count"].get(k, 0) else 0.0 for p in parts], float)
+        s = np.array([p["std"].get(k) if p["count"].get(k, 0) else 0.0 for p in parts], float)
+        total = n.sum()
+        count[k] = int(total)
+        if total:
+            mu = float((n * m).sum() / total)
+            mean[k], std[k] = mu, float(np.sqrt(max((n * (s * s + m * m)).sum() / total - mu * mu, 0.0)))
+        else:
+            mean[k] = std[k] = float("nan")
+    return {"n_cases": int(sum(p["n_cases"] for p in parts)), "mean": mean, "std": std, "count": count}
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """One report from evaluations of disjoint parts of one split (``--first-case``/``--max-cases``):
+    per-case rows concatenated, every summary pooled exactly."""
+    if not reports:
+        raise ValueError("nothing to merge")
+    first = reports[0]
+    for r in reports[1:]:
+        if (r["split"], r["voxel_mm"], set(r["methods"])) != (first["split"], first["voxel_mm"], set(first["methods"])):
+            raise ValueError("reports differ in split, voxel size or methods; they cannot be merged")
+    cases = [row["case"] for r in reports for row in r["per_case"]]
+    if len(set(cases)) != len(cases):
+        raise ValueError("reports share cases; merge only disjoint parts")
+    out = dict(first)
+    out["n_cases"] = len(cases)
+    out["per_case"] = [row for r in reports for row in r["per_case"]]
+    out["methods"] = {m: _merge_aggregates([r["methods"][m] for r in reports]) for m in first["methods"]}
+    if "consistency" in first:
+        out["consistency"] = {m: _merge_aggregates([r["consistency"][m] for r in reports])
+                              for m in first["consistency"]}
+    out["timings_s"] = {k: float(np.mean([r["timings_s"][k] for r in reports if k in r["timings_s"]]))
+                        for k in first["timings_s"]}
+    out["merged_from"] = len(reports)
     return metrics.json_safe(out)
