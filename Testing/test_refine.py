@@ -195,3 +195,20 @@ def test_merged_evaluation_parts_equal_one_evaluation():
             assert merged["methods"]["x2b"][k][key] == pytest.approx(v, rel=1e-12)
     with pytest.raises(ValueError, match="share cases"):
         merge_reports([report(cases[:4], names[:4]), report(cases[:4], names[:4])])
+
+
+def test_bones_without_any_evidence_are_left_out_not_invented():
+    from X2BRLib.pipeline import Reconstruction
+    from X2BRLib.refine.refiner import Refiner
+
+    gt, geom, origin, spacing = _gt()
+    dets = [d for d in _gt_detections(gt, geom, origin, spacing) if d.name in ("rib_left_5", "humerus_right")]
+    empty = np.zeros_like(gt)
+    rec = Reconstruction(empty, origin, spacing, geom, np.zeros((256, 256), np.float32), None)
+    out = Refiner(device="cpu", detector=object()).refine(rec, dets)   # detections given: the detector is unused
+    present = {anatomy.bone(int(b)).name for b in np.unique(out.labels_xyz) if b}
+    assert present == {"rib_left_5", "humerus_right"}
+    assert set(out.meshes) == present
+    assert len(out.stats["refine"]["bones_left_out"]) == 43
+    nothing = Refiner(device="cpu", detector=object()).refine(rec, [])
+    assert not nothing.labels_xyz.any() and nothing.meshes == {}

@@ -14,6 +14,10 @@ consistent bones.
    interpolated to every vertex through the geodesic kernel);
 4. voxelise the deformed meshes onto the reconstruction grid.
 
+A bone that was neither detected nor reconstructed by X2B is left out (listed under
+``stats['refine']['bones_left_out']``): the template never invents a bone the film
+gave no evidence of.
+
 The result is a Reconstruction with the same grid (so the same writers, metrics and
 Slicer loading apply) whose ``meshes`` are the deformed template surfaces (closed, one
 piece per bone). ``template_only`` skips X2B (depth from the nominal anatomy) and CPD.
@@ -90,7 +94,6 @@ class Refiner:
         self.device = device
         t0 = time.perf_counter()
         self.template = template if template is not None else SkeletonTemplate.load()
-        self._edges = self.template.edges()
         self._detector = detector
         self._detector_weights = detector_weights
         self.load_s = time.perf_counter() - t0
@@ -127,26 +130,28 @@ class Refiner:
         report(0.6, f"{len(detections)} bones detected; placing the template")
         x2b = (rec.labels_xyz, rec.origin_lps_mm, rec.spacing_mm) if opt.use_x2b else None
         V, fits = fit_template(self.template, rec.geometry, detections, x2b, min_voxels=opt.min_voxels)
+        # a bone neither detected nor reconstructed is left out, not invented from the template
+        dropped = [f.name for f in fits if f.used == "global"]
+        tmpl = _subset(self.template.copy_with_vertices(V), [f.label for f in fits if f.used != "global"])
         t2 = time.perf_counter()
         timings["fit"] = t2 - t1
         cpd_info = None
         if opt.use_x2b and opt.register:
             X, LX = label_surfaces(rec.labels_xyz, rec.origin_lps_mm, rec.spacing_mm, opt.min_voxels,
                                    opt.max_target_points)
-            if len(X):
+            if len(X) and len(tmpl.vertices):
                 report(0.65, f"registering the template onto {len(X)} X2B surface points (geodesic CPD)")
-                res = deformable_cpd(V, X, kernel="geodesic", beta=opt.beta_mm, lam=opt.lam, w=opt.w,
+                res = deformable_cpd(tmpl.vertices, X, kernel="geodesic", beta=opt.beta_mm, lam=opt.lam, w=opt.w,
                                      max_iter=opt.max_iter, tol=opt.tol,
-                                     source_labels=np.asarray(self.template.vertex_labels, np.int64),
-                                     target_labels=LX, edges=self._edges, downsample=opt.downsample,
+                                     source_labels=tmpl.vertex_labels.astype(np.int64),
+                                     target_labels=LX, edges=tmpl.edges(), downsample=opt.downsample,
                                      device=torch.device(self.device))
-                V = res.points.detach().cpu().numpy().astype(np.float32)
+                tmpl = tmpl.copy_with_vertices(res.points.detach().cpu().numpy())
                 cpd_info = {"iterations": res.iterations, "sigma2_mm2": float(res.sigma2),
                             "target_points": int(len(X)), "registered_points": int(len(res.indices))}
         t3 = time.perf_counter()
         timings["register"] = t3 - t2
         report(0.8, "voxelising the refined bones")
-        tmpl = self.template.copy_with_vertices(V)
         labels = voxelise(tmpl, rec.labels_xyz.shape, rec.origin_lps_mm, rec.spacing_mm)
         timings["voxelise"] = time.perf_counter() - t3
         meshes = {anatomy.bone(b).name: tmpl.bone(b) for b in tmpl.labels_present()}
@@ -156,13 +161,24 @@ class Refiner:
                                                                     else "template_only"),
             "options": opt.to_dict(), "n_detections": len(detections),
             "detections": [d.to_dict() if hasattr(d, "to_dict") else dict(d) for d in detections],
-            "fits": [f.to_dict() for f in fits], "cpd": cpd_info,
+            "fits": [f.to_dict() for f in fits], "cpd": cpd_info, "bones_left_out": dropped,
             "template": {k: v for k, v in getattr(self.template, "meta", {}).items()
                          if k in ("name", "version", "sha256", "source", "licence", "n_vertices")},
         }
         all_t = dict(rec.timings_s)
         all_t.update({f"refine_{k}": v for k, v in timings.items()})
         return replace(rec, labels_xyz=labels, timings_s=all_t, stats=stats, meshes=meshes)
+
+
+def _subset(template, labels):
+    """The template restricted to ``labels`` (vertices re-indexed)."""
+    from .template import SkeletonTemplate
+
+    keep = np.isin(template.vertex_labels, np.asarray(list(labels), np.int64))
+    remap = np.full(len(keep), -1, np.int64)
+    remap[keep] = np.arange(int(keep.sum()))
+    faces = template.faces[keep[template.faces[:, 0]]]
+    return SkeletonTemplate(template.vertices[keep], remap[faces], template.vertex_labels[keep], dict(template.meta))
 
 
 __all__ = ["RefineOptions", "Refiner", "label_surfaces"]
