@@ -180,3 +180,18 @@ def test_bone_surface_of_a_rib_like_tube_is_closed_and_even():
     assert info["vertices"] >= 150 and T.signed_volume(v, f) > 0
     vol_ml = mask.sum() * 1.5 ** 3 / 1000
     assert abs(info["volume_ml"] - vol_ml) < 0.1 * vol_ml
+
+
+def test_numpy_voxeliser_equals_vtks_stencil_on_the_shipped_template(tpl):
+    """The default (numpy ray parity) against the reference (VTK's polygon stencil), deformed
+    a little so that no symmetry hides a difference."""
+    from X2BRLib.geometry import ProjectionGeometry
+
+    shape, origin, spacing = ProjectionGeometry.chest("PA").box_grid(2.0)
+    rng = np.random.default_rng(3)
+    moved = tpl.copy_with_vertices(tpl.vertices + rng.normal(0, 0.3, tpl.vertices.shape).astype(np.float32))
+    a = T.voxelise(moved, shape, origin, spacing, method="numpy")
+    b = T.voxelise(moved, shape, origin, spacing, method="vtk")
+    assert np.count_nonzero(a != b) <= 1e-4 * np.count_nonzero(b)
+    with pytest.raises(ValueError, match="method"):
+        T.voxelise(moved, shape, origin, spacing, method="scanline")

@@ -505,19 +505,21 @@ def build_template_file(prepared_npz, out_path=DEFAULT_PATH, overwrite: bool = T
 
 
 # ---------------------------------------------------------------------- voxelising
-def voxelise(template, shape, origin_lps_mm, spacing_mm) -> np.ndarray:
+def voxelise(template, shape, origin_lps_mm, spacing_mm, method: str = "numpy") -> np.ndarray:
     """Rasterise each bone's closed surface into an (X, Y, Z) uint8 label volume.
 
     template: a SkeletonTemplate or a tuple (vertices (N, 3) LPS mm, faces (F, 3),
     vertex_labels (N,)). shape: (X, Y, Z); origin_lps_mm: (3,) centre of voxel (0, 0, 0);
     spacing_mm: (3,). A voxel is inside a bone when its centre is inside the bone's
-    surface (VTK's scan-line polygon stencil, exact for closed surfaces). Overlaps: bones
-    are painted from the largest enclosed volume to the smallest, so where two bones claim
-    a voxel the smaller one keeps it (a thin rib is not swallowed by a scapula).
+    surface. method: "numpy" (ray parity along z, :func:`_inside_numpy`; no VTK needed,
+    ~5x faster) or "vtk" (VTK's scan-line polygon stencil, the reference: on the shipped
+    template both give identical voxels, a test checks it). Overlaps: bones are painted
+    from the largest enclosed volume to the smallest, so where two bones claim a voxel the
+    smaller one keeps it (a thin rib is not swallowed by a scapula).
     """
-    import vtk
-    from vtk.util.numpy_support import vtk_to_numpy
-
+    inside = {"numpy": _inside_numpy, "vtk": _inside_vtk}.get(method)
+    if inside is None:
+        raise ValueError(f"method must be 'numpy' or 'vtk', got {method!r}")
     if isinstance(template, SkeletonTemplate):
         verts, faces, vlab = template.vertices, template.faces, template.vertex_labels
     else:
@@ -540,20 +542,64 @@ def voxelise(template, shape, origin_lps_mm, spacing_mm) -> np.ndarray:
         hi = np.minimum(np.ceil((v.max(0) - origin) / spacing).astype(int) + 1, np.array(shape) - 1)
         if np.any(hi < lo):
             continue
-        sten = vtk.vtkPolyDataToImageStencil()
-        sten.SetInputData(_to_polydata(v, f))
-        sten.SetOutputOrigin(*origin)
-        sten.SetOutputSpacing(*spacing)
-        sten.SetOutputWholeExtent(int(lo[0]), int(hi[0]), int(lo[1]), int(hi[1]), int(lo[2]), int(hi[2]))
-        sten.SetTolerance(0.0)
-        img = vtk.vtkImageStencilToImage()
-        img.SetInputConnection(sten.GetOutputPort())
-        img.SetInsideValue(1)
-        img.SetOutsideValue(0)
-        img.SetOutputScalarTypeToUnsignedChar()
-        img.Update()
-        n = hi - lo + 1
-        m = vtk_to_numpy(img.GetOutput().GetPointData().GetScalars()).reshape(n[2], n[1], n[0]).T
         sub = out[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1]
-        sub[m.astype(bool)] = lab
+        sub[inside(v, f, lo, hi, origin, spacing)] = lab
     return out
+
+
+def _inside_vtk(verts, faces, lo, hi, origin, spacing) -> np.ndarray:
+    """Voxel centres of the index box [lo, hi] inside a closed surface (vtkPolyDataToImageStencil)."""
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    sten = vtk.vtkPolyDataToImageStencil()
+    sten.SetInputData(_to_polydata(verts, faces))
+    sten.SetOutputOrigin(*origin)
+    sten.SetOutputSpacing(*spacing)
+    sten.SetOutputWholeExtent(int(lo[0]), int(hi[0]), int(lo[1]), int(hi[1]), int(lo[2]), int(hi[2]))
+    sten.SetTolerance(0.0)
+    img = vtk.vtkImageStencilToImage()
+    img.SetInputConnection(sten.GetOutputPort())
+    img.SetInsideValue(1)
+    img.SetOutsideValue(0)
+    img.SetOutputScalarTypeToUnsignedChar()
+    img.Update()
+    n = np.asarray(hi) - np.asarray(lo) + 1
+    return vtk_to_numpy(img.GetOutput().GetPointData().GetScalars()).reshape(n[2], n[1], n[0]).T.astype(bool)
+
+
+def _inside_numpy(verts, faces, lo, hi, origin, spacing) -> np.ndarray:
+    """Voxel centres of the index box [lo, hi] inside a closed surface, by ray parity along z:
+    each (i, j) column's ray crosses the surface at the triangles whose xy-projection holds it;
+    a centre is inside when an odd number of crossings lie below it. The rays are nudged by a
+    sub-micron offset so they never pass exactly through an edge or a vertex."""
+    v = np.asarray(verts, np.float64)
+    tri = v[np.asarray(faces, np.int64)]                                  # (F, 3, 3)
+    n = (np.asarray(hi) - np.asarray(lo) + 1).astype(np.int64)
+    nudge = np.array([1.234567e-7, 2.345678e-7]) * spacing[:2]
+    # voxel index ranges (within the box) of each triangle's xy bounding box
+    tmin = (tri[:, :, :2].min(1) - origin[:2] - nudge) / spacing[:2] - lo[:2]
+    tmax = (tri[:, :, :2].max(1) - origin[:2] - nudge) / spacing[:2] - lo[:2]
+    i0 = np.clip(np.ceil(tmin).astype(np.int64), 0, n[:2])
+    i1 = np.clip(np.floor(tmax).astype(np.int64), -1, n[:2] - 1)
+    ext = np.maximum(i1 - i0 + 1, 0)                                      # (F, 2)
+    count = ext[:, 0] * ext[:, 1]
+    t = np.repeat(np.arange(len(tri)), count)
+    k = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    ci = i0[t, 0] + k // np.maximum(ext[t, 1], 1)
+    cj = i0[t, 1] + k % np.maximum(ext[t, 1], 1)
+    px = origin[0] + (ci + lo[0]) * spacing[0] + nudge[0]
+    py = origin[1] + (cj + lo[1]) * spacing[1] + nudge[1]
+    a, b, c = tri[t, 0], tri[t, 1], tri[t, 2]
+    def edge(p, q):  # noqa: E306 - signed area of (p, q, point)
+        return (q[:, 0] - p[:, 0]) * (py - p[:, 1]) - (q[:, 1] - p[:, 1]) * (px - p[:, 0])
+    w0, w1, w2 = edge(b, c), edge(c, a), edge(a, b)
+    hit = ((w0 >= 0) & (w1 >= 0) & (w2 >= 0)) | ((w0 <= 0) & (w1 <= 0) & (w2 <= 0))
+    area = w0 + w1 + w2
+    hit &= area != 0
+    w0, w1, w2, area = w0[hit], w1[hit], w2[hit], area[hit]
+    z = (w0 * a[hit, 2] + w1 * b[hit, 2] + w2 * c[hit, 2]) / area
+    kz = np.clip(np.ceil((z - origin[2]) / spacing[2] - lo[2]).astype(np.int64), 0, n[2])
+    below = np.zeros((n[0], n[1], n[2] + 1), np.int32)
+    np.add.at(below, (ci[hit], cj[hit], kz), 1)
+    return (np.cumsum(below, axis=2)[:, :, :-1] % 2).astype(bool)
