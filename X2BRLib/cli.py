@@ -94,25 +94,29 @@ def cmd_drr(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The README's main job on bundled data: reconstruct the sample radiograph, then a DRR of
-    the sample CT and a small dataset built from it."""
+    """The README's main job on bundled data: reconstruct the sample radiograph with X2B and
+    with the X2BR refinement, then a DRR of the sample CT and a small dataset built from it.
+    Each step is the same command a user types (parsed by the same parser)."""
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    from .x2b.commands import cmd_reconstruct
-
-    ns = argparse.Namespace(inputs=[str(SAMPLE_DIR / "sample_radiograph.dcm")], output=str(out / "reconstruction"),
-                            device=args.device, quality="default", weights=None, overwrite=True, no_meshes=False,
-                            no_progress=True)
-    rc = cmd_reconstruct(ns)
-    if rc:
-        return rc
-    ns = argparse.Namespace(ct=None, labels=None, structures=None, prepared=None, source="sample", view="PA",
-                            image_size=256, output=str(out / "sample_drr.png"), overwrite=True, device=args.device)
-    cmd_drr(ns)
-    ns = argparse.Namespace(ct=None, labels=None, structures=None, prepared=None, source="sample",
-                            output=str(out / "dataset"), train=4, val=1, test=1, image_size=256, voxel_mm=3.0,
-                            points=16384, seed=0, workers=1, device=args.device, no_progress=False)
-    return cmd_build_dataset(ns)
+    film = str(SAMPLE_DIR / "sample_radiograph.dcm")
+    steps = [
+        ["reconstruct", film, "-o", str(out / "x2b"), "--device", args.device, "--overwrite", "--no-progress"],
+        ["reconstruct", film, "-o", str(out / "x2br"), "--device", args.device, "--overwrite", "--no-progress",
+         "--refine"],
+        ["drr", "--source", "sample", "--view", "PA", "--image-size", "256", "-o", str(out / "sample_drr.png"),
+         "--overwrite", "--device", args.device],
+        ["build-dataset", "--source", "sample", "-o", str(out / "dataset"), "--train", "4", "--val", "1",
+         "--test", "1", "--voxel-mm", "3", "--points", "16384", "--device", args.device],
+    ]
+    parser = build_parser()
+    for step in steps:
+        print(f"x2br demo: x2br {' '.join(step)}", file=sys.stderr, flush=True)
+        ns = parser.parse_args(step)
+        rc = int(ns.func(ns) or 0)
+        if rc:
+            return rc
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
