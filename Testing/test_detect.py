@@ -76,7 +76,7 @@ def test_a_second_training_into_the_same_run_needs_resume(tiny_run, tiny_dataset
 
 def test_export_records_checksum_classes_flip_free_augmentation_and_test_map(tiny_run):
     from X2BRLib import anatomy
-    from X2BRLib.x2b.weights import sha256_file
+    from X2BRLib.io.checked import sha256_file
 
     card = json.loads((tiny_run["weights"] / "model.json").read_text())
     assert card["sha256"] == sha256_file(tiny_run["weights"] / "model.pt")

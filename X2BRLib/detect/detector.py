@@ -13,7 +13,6 @@ u = column, v = row, pixel centres at integers (so the image spans -0.5 .. W - 0
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ import numpy as np
 
 from .. import anatomy
 from ..errors import InputError, WeightsError
-from ..io.atomic import atomic_write
+from ..io.checked import half_state_dict, read_checked_record, write_with_record
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_WEIGHTS = REPO / "Resources" / "Models" / "yolo"
@@ -134,41 +133,19 @@ def save_weights(out, model, record: dict) -> tuple[Path, Path]:
     """
     import torch
 
-    from ..x2b.weights import sha256_file
-
     pt, js = _paths(out)
-    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().contiguous()
-             for k, v in model.state_dict().items()}
-    atomic_write(pt, lambda tmp: torch.save(state, tmp), overwrite=True)
+    state = half_state_dict(model)
     names = class_names(len(model.names))
     card = dict(record)
-    card.update(format=FORMAT, version=FORMAT_VERSION, weights_file=pt.name, sha256=sha256_file(pt),
-                dtype="float16", nc=len(names), names=[names[c] for c in range(len(names))],
-                labels=[c + 1 for c in range(len(names))])
-    text = json.dumps(card, indent=2, default=str) + "\n"
-    atomic_write(js, lambda tmp: Path(tmp).write_text(text), overwrite=True)
-    return pt, js
+    card.update(format=FORMAT, version=FORMAT_VERSION, weights_file=pt.name, dtype="float16", nc=len(names),
+                names=[names[c] for c in range(len(names))], labels=[c + 1 for c in range(len(names))])
+    return write_with_record(pt, lambda tmp: torch.save(state, tmp), js, card)
 
 
 def read_record(path) -> dict:
     """The checked record of a detector weights file; WeightsError naming the file otherwise."""
-    from ..x2b.weights import sha256_file
-
     pt, js = _paths(path)
-    if not pt.is_file():
-        raise WeightsError(f"detector weights not found at {pt}; {HINT}")
-    if not js.is_file():
-        raise WeightsError(f"detector weights record {js} is missing; {HINT}")
-    try:
-        card = json.loads(js.read_text())
-    except (OSError, ValueError) as e:
-        raise WeightsError(f"detector weights record {js} is unreadable ({e}); {HINT}") from None
-    if not isinstance(card, dict) or card.get("format") != FORMAT:
-        raise WeightsError(f"{js} is not an X2BR detector weights record; {HINT}")
-    digest = sha256_file(pt)
-    if digest != card.get("sha256"):
-        raise WeightsError(f"detector weights file {pt} is corrupt: SHA-256 {digest[:12]}... does not match "
-                           f"{str(card.get('sha256'))[:12]}... recorded in {js}; {HINT}")
+    card = read_checked_record(pt, js, FORMAT, "detector weights", HINT)
     lut = anatomy.by_label()
     for name, label in zip(card.get("names", []), card.get("labels", [])):
         if label not in lut or lut[label].name != name:

@@ -32,7 +32,6 @@ Shipped file: ``Resources/Template/skeleton_template.npz`` with its record
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ import numpy as np
 
 from .. import anatomy
 from ..errors import InputError, WeightsError
-from ..io.atomic import atomic_write
+from ..io.checked import read_checked_record, write_with_record
 
 FORMAT = "x2br-skeleton-template"
 FORMAT_VERSION = 1
@@ -109,34 +108,18 @@ class SkeletonTemplate:
         of the npz, meta). Returns (npz path, json path)."""
         npz, js = _paths(path)
         meta_text = json.dumps(self.meta, default=str)
-        atomic_write(npz, lambda tmp: np.savez_compressed(
-            tmp, vertices=self.vertices, faces=self.faces, vertex_labels=self.vertex_labels,
-            meta=np.array(meta_text)), overwrite=overwrite, suffix=".npz")
-        record = {"format": FORMAT, "version": FORMAT_VERSION, "file": npz.name,
-                  "sha256": _sha256(npz), "bytes": npz.stat().st_size, **self.meta}
-        text = json.dumps(record, indent=1, default=str) + "\n"
-        atomic_write(js, lambda tmp: Path(tmp).write_text(text), overwrite=overwrite)
-        return npz, js
+        return write_with_record(
+            npz, lambda tmp: np.savez_compressed(tmp, vertices=self.vertices, faces=self.faces,
+                                                 vertex_labels=self.vertex_labels, meta=np.array(meta_text)),
+            js, {"format": FORMAT, "version": FORMAT_VERSION, "file": npz.name, **self.meta},
+            overwrite=overwrite, suffix=".npz", indent=1)
 
     @classmethod
     def load(cls, path=None) -> "SkeletonTemplate":
         """Read a template verified against the SHA-256 in its record; the shipped one by
         default. Raises WeightsError naming the file when missing, corrupt or unreadable."""
         npz, js = _paths(DEFAULT_PATH if path is None else path)
-        if not npz.is_file():
-            raise WeightsError(f"skeleton template not found at {npz}; {HINT}")
-        if not js.is_file():
-            raise WeightsError(f"skeleton template record {js} is missing; {HINT}")
-        try:
-            record = json.loads(js.read_text())
-        except (OSError, ValueError) as e:
-            raise WeightsError(f"skeleton template record {js} is unreadable ({e}); {HINT}") from None
-        if record.get("format") != FORMAT:
-            raise WeightsError(f"{js} is not an X2BR skeleton template record")
-        digest = _sha256(npz)
-        if digest != record.get("sha256"):
-            raise WeightsError(f"skeleton template {npz} is corrupt: SHA-256 {digest[:12]}... does not "
-                               f"match {str(record.get('sha256'))[:12]}... recorded in {js}; {HINT}")
+        read_checked_record(npz, js, FORMAT, "skeleton template", HINT)
         try:
             with np.load(npz, allow_pickle=False) as z:
                 return cls(z["vertices"], z["faces"], z["vertex_labels"], json.loads(str(z["meta"])))
@@ -151,14 +134,6 @@ def _paths(path) -> tuple[Path, Path]:
     elif p.suffix != ".npz":
         p = p / DEFAULT_PATH.name if p.is_dir() else p.with_suffix(".npz")
     return p, p.with_suffix(".json")
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------- mesh checks

@@ -9,8 +9,6 @@ the file when the weights are missing, corrupt or built for another catalog.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -18,19 +16,11 @@ import torch
 from .. import __version__
 from ..anatomy import BONES
 from ..errors import WeightsError
-from ..io.atomic import atomic_write
+from ..io.checked import half_state_dict, read_checked_record, write_with_record
 
 FORMAT = "x2br-x2b-weights"
 FORMAT_VERSION = 1
 HINT = "train with `x2br train` (then `x2br export`) or reinstall X2BR"
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _paths(path) -> tuple[Path, Path]:
@@ -51,31 +41,19 @@ def save_weights(path, model, record: dict | None = None) -> tuple[Path, Path]:
     Returns (pt path, json path).
     """
     pt, js = _paths(path)
-    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().contiguous()
-             for k, v in model.state_dict().items()}
-    atomic_write(pt, lambda tmp: torch.save(state, tmp), overwrite=True)
+    state = half_state_dict(model)
     card = dict(record or {})
     card.update(format=FORMAT, version=FORMAT_VERSION, x2br_version=__version__,
                 encoder=model.config["encoder"], architecture=dict(model.config),
-                weights_file=pt.name, sha256=sha256_file(pt), dtype="float16",
-                bones=[b.name for b in BONES])
-    text = json.dumps(card, indent=2, default=str) + "\n"
-    atomic_write(js, lambda tmp: Path(tmp).write_text(text), overwrite=True)
-    return pt, js
+                weights_file=pt.name, dtype="float16", bones=[b.name for b in BONES])
+    return write_with_record(pt, lambda tmp: torch.save(state, tmp), js, card)
 
 
 def read_record(path) -> dict:
-    """The JSON record of a weights file; WeightsError when missing or unreadable."""
+    """The record of a weights file, checked against the weights' SHA-256; WeightsError
+    naming the file when either is missing, unreadable or corrupt."""
     pt, js = _paths(path)
-    if not js.is_file():
-        raise WeightsError(f"weights not found at {js} (model record missing); {HINT}")
-    try:
-        card = json.loads(js.read_text())
-    except (OSError, ValueError) as e:
-        raise WeightsError(f"weights record {js} is unreadable ({e}); {HINT}") from None
-    if card.get("format") != FORMAT:
-        raise WeightsError(f"{js} is not an X2B weights record")
-    return card
+    return read_checked_record(pt, js, FORMAT, "weights", HINT)
 
 
 def load_model(path, device="cpu"):
@@ -88,13 +66,7 @@ def load_model(path, device="cpu"):
     from .model import X2BNet
 
     pt, js = _paths(path)
-    if not pt.is_file():
-        raise WeightsError(f"weights not found at {pt}; {HINT}")
-    card = read_record(js)
-    digest = sha256_file(pt)
-    if digest != card.get("sha256"):
-        raise WeightsError(f"weights file {pt} is corrupt: SHA-256 {digest[:12]}... does not match "
-                           f"{str(card.get('sha256'))[:12]}... recorded in {js}; {HINT}")
+    card = read_record(pt)
     names = [b.name for b in BONES]
     recorded = list(card.get("bones", names))
     n = min(len(recorded), len(names))  # label values are stable: one list must extend the other
