@@ -195,14 +195,20 @@ def test_training_smoke_resume_export(small_shards, tmp_path):
     shards = small_shards
     cfg = TrainConfig(data_root=str(shards), out_dir=str(out), encoder="atto", epochs=3, batch_size=2,
                       n_points=256, lr=3e-3, warmup_epochs=0.5, num_workers=0, device="cpu",
-                      hidden=32, n_blocks=2, feat_dim=16, val_cases=1, val_voxel_mm=8.0)
+                      hidden=32, n_blocks=2, feat_dim=16, val_cases=1, val_voxel_mm=4.0,
+                      best_metric="val_vol_score")
     train(cfg)
     for f in ("last.pt", "best.pt", "log.csv", "curves.png"):
         assert (out / f).is_file(), f
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
-    assert 0 <= float(rows[-1]["val_vol_bone_iou"]) <= 1
+    last = {k: float(rows[-1][k]) for k in ("val_vol_bone_iou", "val_vol_bone_miou", "val_vol_score")}
+    assert 0 <= last["val_vol_bone_iou"] <= 1 and 0 <= last["val_vol_bone_miou"] <= 1
+    assert last["val_vol_score"] == pytest.approx((last["val_vol_bone_iou"] + last["val_vol_bone_miou"]) / 2,
+                                                  abs=1e-5)
+    best = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    assert best["best"] == pytest.approx(max(float(r["val_vol_score"]) for r in rows), abs=1e-5)
     with pytest.raises(InputError):
         train(cfg)  # refuses to clobber a run without --resume
     main(["--data", str(shards), "--out", str(out), "--epochs", "4", "--batch-size", "2",

@@ -193,6 +193,20 @@ def _nanmean(values) -> float:
     return float(v.mean()) if len(v) else math.nan
 
 
+def iou_summary(pred_labels, gt_labels) -> dict:
+    """{"iou_all_bone", "iou_mean_per_bone"} of two label volumes on the same grid: the two
+    headline overlap numbers, as :func:`evaluate_case` reports them (per-bone mean over the
+    bones present in the ground truth)."""
+    pred, gt = _check_pair(pred_labels, gt_labels)
+    cp, cg, ci = _label_counts(pred, gt)
+    return _iou_summary(pred, gt, cg, _ious(cp, cg, ci))
+
+
+def _iou_summary(pred, gt, cg, ious) -> dict:
+    return {"iou_all_bone": iou_all_bone(pred, gt),
+            "iou_mean_per_bone": _nanmean([ious[b.label] for b in BONES if cg[b.label] > 0])}
+
+
 def evaluate_case(pred_labels, gt_labels, spacing_mm, origin_mm, box_scale_mm,
                   n_points=30000, seed=0, per_bone_surface=True) -> dict:
     """All metrics of one case; the keys are documented in the module docstring.
@@ -212,8 +226,7 @@ def evaluate_case(pred_labels, gt_labels, spacing_mm, origin_mm, box_scale_mm,
     cp, cg, ci = _label_counts(pred, gt)
     ious = _ious(cp, cg, ci)
     in_gt = [b for b in BONES if cg[b.label] > 0]
-    out: dict = {"iou_all_bone": iou_all_bone(pred, gt),
-                 "iou_mean_per_bone": _nanmean([ious[b.label] for b in in_gt])}
+    out: dict = _iou_summary(pred, gt, cg, ious)
     out.update({f"iou/{b.name}": ious[b.label] for b in BONES})
 
     d = surface_distances(surface_points(pred > 0, spacing, origin, n_points, seed),
