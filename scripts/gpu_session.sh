@@ -39,6 +39,9 @@ case $STAGE in
   finish)
     build || { echo "dataset not complete yet: call train again"; exit 0; }
     train "${MINUTES:-3.0}"
+    python3 -c "import pydicom, slicerio, nrrd" 2>/dev/null || python3 -m pip install -q --no-deps \
+      --no-index --find-links .whl --target .pydeps pydicom slicerio pynrrd  # carry .whl for the writers
+    export PYTHONPATH=$PWD/.pydeps${PYTHONPATH:+:$PYTHONPATH}
     python3 -c "from X2BRLib.x2b.train import export_weights; print(export_weights('$RUN', '$OUT/x2b'))"
     P=${PROCS:-8}; per=$(( (60 + P - 1) / P ))
     for ((p = 0; p < P; p++)); do
