@@ -1,0 +1,47 @@
+"""The README's X2B vs X2BR picture: the 3D panels (right halves) of two preview.png files
+side by side, titled.
+
+    x2br reconstruct Resources/SampleData/sample_radiograph.dcm -o out/x2b
+    x2br reconstruct Resources/SampleData/sample_radiograph.dcm -o out/x2br --refine
+    python scripts/make_readme_picture.py out/x2b/preview.png out/x2br/preview.png \
+        -o docs/screenshots/x2b_vs_x2br_sample.png [--overwrite]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from X2BRLib.io.atomic import atomic_write  # noqa: E402
+
+TITLES = ("X2B (network only)", "X2BR (--refine)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("x2b_preview")
+    ap.add_argument("x2br_preview")
+    ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args(argv)
+    panels = []
+    for path in (args.x2b_preview, args.x2br_preview):
+        im = Image.open(path).convert("RGB")
+        w, h = im.size
+        panels.append(im.crop((w // 2, 20, w, h)))  # the 3D half, below its own title
+    pw, ph = panels[0].size
+    out = Image.new("RGB", (2 * pw + 10, ph + 22), "white")
+    draw = ImageDraw.Draw(out)
+    for i, (panel, title) in enumerate(zip(panels, TITLES)):
+        out.paste(panel, (i * (pw + 10), 22))
+        draw.text((i * (pw + 10) + 8, 4), title, fill="black")
+    atomic_write(Path(args.output), lambda tmp: out.save(tmp, format="PNG"), overwrite=args.overwrite)
+    print(args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
