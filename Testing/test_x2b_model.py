@@ -226,6 +226,17 @@ def test_training_smoke_resume_export(small_shards, tmp_path):
     args = (item["image"][None], item["P"][None], item["iso"][None], item["box_scale"][None], item["points"][None])
     with torch.no_grad():
         assert torch.allclose(model(*args), ref(*args), atol=0.05)
+    # fine-tuning: a new run starts from the exported weights (lr 0: nothing moves)
+    tune = tmp_path / "tune"
+    main(["--data", str(shards), "--out", str(tune), "--epochs", "1", "--batch-size", "2", "--n-points", "256",
+          "--num-workers", "0", "--device", "cpu", "--encoder", "atto", "--hidden", "32", "--n-blocks", "2",
+          "--feat-dim", "16", "--val-cases", "0", "--lr", "0", "--init-weights", str(tmp_path / "weights")])
+    tuned = torch.load(tune / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(tuned[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(InputError, match="hidden 32 vs 48"):
+        main(["--data", str(shards), "--out", str(tmp_path / "bad"), "--epochs", "1", "--batch-size", "2",
+              "--num-workers", "0", "--device", "cpu", "--encoder", "atto", "--hidden", "48", "--n-blocks", "2",
+              "--feat-dim", "16", "--val-cases", "0", "--init-weights", str(tmp_path / "weights")])
 
 
 def test_weights_roundtrip_and_errors(tmp_path):

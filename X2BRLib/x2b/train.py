@@ -92,6 +92,7 @@ class TrainConfig:
     max_val_cases: int | None = None
     best_metric: str = "val_point_miou"
     max_minutes: float | None = None  # stop (resumably) after the epoch that passes this wall time
+    init_weights: str | None = None   # start a new run from shipped/exported weights (fine-tuning)
 
 
 def _dist_setup(cfg: TrainConfig):
@@ -251,7 +252,10 @@ def train(config: TrainConfig) -> dict:
     class_w = torch.ones(model.config["num_classes"], device=device)
     class_w[0] = cfg.bg_weight
     start, best, history = 0, -math.inf, []
-    if cfg.resume and (out / "last.pt").exists():
+    resuming = cfg.resume and (out / "last.pt").exists()
+    if cfg.init_weights and not resuming:
+        _init_from_weights(model, cfg.init_weights, rank)
+    if resuming:
         ck = torch.load(out / "last.pt", map_location=device, weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optim"])
@@ -345,6 +349,22 @@ def export_weights(checkpoint, out_path, extra: dict | None = None):
                   dataset=ck.get("dataset"), metrics=ck.get("metrics"), epochs_trained=ck["epoch"],
                   checkpoint=ck_path.name, **(extra or {}))
     return save_weights(out_path, model, record)
+
+
+def _init_from_weights(model: X2BNet, path, rank: int = 0) -> None:
+    """Copy exported X2B weights (folder, .pt or .json; SHA-256 checked) into ``model``.
+    InputError naming the weights when their architecture differs from the run's."""
+    from .weights import load_model
+
+    src = load_model(path, "cpu")
+    keys = ("encoder", "hidden", "n_blocks", "feat_dim", "pos_freqs", "num_classes")
+    diff = {k: (src.config.get(k), model.config.get(k)) for k in keys if src.config.get(k) != model.config.get(k)}
+    if diff:
+        raise InputError("--init-weights have another architecture than this run (weights vs run: "
+                         + ", ".join(f"{k} {a} vs {b}" for k, (a, b) in diff.items()) + ")", path)
+    model.load_state_dict(src.state_dict())
+    if rank == 0:
+        print(f"initialised from {path} (sha256 {src.record.get('sha256', '?')[:12]}...)", flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
