@@ -239,6 +239,33 @@ def test_training_smoke_resume_export(small_shards, tmp_path):
               "--feat-dim", "16", "--val-cases", "0", "--init-weights", str(tmp_path / "weights")])
 
 
+def test_training_with_two_processes_torchrun(small_shards, tmp_path):
+    """The several-GPU path (DDP through torchrun) run on CPU with gloo: sharded sampler, loss
+    all-reduce, rank-0 files, and --max-minutes decided by rank 0 for both ranks."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    common = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+              "-m", "X2BRLib.x2b.train", "--data", str(small_shards), "--out", str(out), "--batch-size", "2",
+              "--n-points", "128", "--num-workers", "0", "--device", "cpu", "--encoder", "atto",
+              "--hidden", "16", "--n-blocks", "1", "--feat-dim", "8", "--val-cases", "0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run(common + ["--epochs", "3", "--max-minutes", "0"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "stopping after epoch 1" in run.stdout
+    run = subprocess.run(common + ["--epochs", "2", "--resume"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(np.isfinite(float(r["train_loss"])) for r in rows)
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["epoch"] == 2 and "module." not in next(iter(ck["model"]))
+
+
 def test_weights_roundtrip_and_errors(tmp_path):
     from X2BRLib.x2b.weights import load_model, save_weights
 

@@ -223,11 +223,11 @@ def train(config: TrainConfig) -> dict:
     cfg = config
     device, rank, world = _dist_setup(cfg)
     out = Path(cfg.out_dir)
+    if (out / "last.pt").exists() and not cfg.resume:  # every rank: none may wait for a failed one
+        raise InputError("already holds a training run; pass --resume to continue it or "
+                         "choose another --out", out / "last.pt")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        if (out / "last.pt").exists() and not cfg.resume:
-            raise InputError("already holds a training run; pass --resume to continue it or "
-                             "choose another --out", out / "last.pt")
     torch.manual_seed(cfg.seed + rank)
     index = read_index(cfg.data_root)
     train_ds = ShardDataset(cfg.data_root, cfg.train_split, cfg.n_points, cfg.augment, cfg.seed,
@@ -318,9 +318,12 @@ def train(config: TrainConfig) -> dict:
             _write_log(out, history)
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)
-        if world > 1:
-            dist.barrier()
-        if cfg.max_minutes is not None and (time.time() - t_start) / 60 > cfg.max_minutes:
+        stop = cfg.max_minutes is not None and (time.time() - t_start) / 60 > cfg.max_minutes
+        if world > 1:  # rank 0's clock decides, so every rank stops after the same epoch
+            flag = torch.tensor([float(stop)], device=device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop:
             if rank == 0:
                 print(f"stopping after epoch {epoch + 1}: --max-minutes {cfg.max_minutes} reached; "
                       "continue with --resume", flush=True)
