@@ -5,8 +5,9 @@
 # carry it: carry ["data/prepared"].
 #   bash scripts/gpu_session.sh train  OUT   # build (or finish building) the dataset, then train
 #                                            # for the rest of the call; call again to go on
-#   bash scripts/gpu_session.sh finish OUT   # last minutes of training, export, held-out
-#                                            # evaluation (parallel parts, merged), GPU timing
+#   bash scripts/gpu_session.sh finish OUT   # last minutes of training; the best and last checkpoints
+#                                            # (and INIT) compared on all 40 validation cases; the pick
+#                                            # exported to OUT/x2b and evaluated on the test split
 # Every stage picks up where the last one stopped: the builder skips finished cases and training
 # always resumes from RUN/last.pt. A machine recycled between calls loses data/ and runs/: the
 # dataset is rebuilt identically (fixed seeds) and training restarts from scratch.
@@ -34,31 +35,42 @@ build() {  # stops (resumably) before the call's budget; returns 1 when the data
     --workers 14 --device cuda --no-progress 2>&1 | tail -1 | tee -a "$OUT/build.txt"
   return "${PIPESTATUS[0]}"
 }
+evaluate() {  # weights split n_cases report: X2B metrics in PROCS parallel parts, merged
+  local P=${PROCS:-8}; local per=$(( ($3 + P - 1) / P ))
+  for ((p = 0; p < P; p++)); do
+    OMP_NUM_THREADS=2 python3 -m X2BRLib.cli evaluate --data $DS --split $2 --weights "$1" --device cuda \
+      --no-baseline --first-case $((p * per)) --max-cases $per -o "/tmp/part_$p.json" > "/tmp/part_$p.log" 2>&1 &
+  done
+  wait
+  python3 -m X2BRLib.cli merge-evaluations /tmp/part_*.json -o "$4" 2>&1 | tail -1
+  python3 -c "import json; m = json.load(open('$4'))['methods']['x2b']['mean']; print('$1 $2', {k: round(m[k], 4) for k in ('iou_all_bone', 'iou_mean_per_bone', 'chamfer_l1_mm', 'hd95_mm')})"
+  rm -f /tmp/part_*
+}
 case $STAGE in
   train)
     nvidia-smi -L; python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
     build || { echo "dataset not complete yet: call again"; exit 0; }
     train "$(minutes_left 1.3)" ;;
   finish)
-    build || { echo "dataset not complete yet: call train again"; exit 0; }
+    build > /dev/null || { echo "dataset not complete yet: call train again"; exit 0; }
     train "${MINUTES:-3.0}"
-    python3 -c "import pydicom, slicerio, nrrd" 2>/dev/null || python3 -m pip install -q --no-deps \
-      --no-index --find-links .whl --target .pydeps pydicom slicerio pynrrd  # carry .whl for the writers
-    export PYTHONPATH=$PWD/.pydeps${PYTHONPATH:+:$PYTHONPATH}
-    python3 -c "from X2BRLib.x2b.train import export_weights; print(export_weights('$RUN', '$OUT/x2b'))"
-    P=${PROCS:-8}; per=$(( (60 + P - 1) / P ))
-    for ((p = 0; p < P; p++)); do
-      OMP_NUM_THREADS=2 python3 -m X2BRLib.cli evaluate --data $DS --weights "$OUT/x2b" --device cuda \
-        --no-baseline --first-case $((p * per)) --max-cases $per -o "$OUT/part_$p.json" > "$OUT/part_$p.log" 2>&1 &
+    # model selection on the WHOLE validation split (40 cases; training picked best.pt on 8):
+    # the run's best and last checkpoints, and the weights it started from (INIT), if any
+    cands="best last"
+    for c in best last; do
+      python3 -c "from X2BRLib.x2b.train import export_weights; export_weights('$RUN/$c.pt', '/tmp/cand_$c')"
     done
-    wait
-    tail -qn 1 "$OUT"/part_*.log
-    python3 -m X2BRLib.cli merge-evaluations "$OUT"/part_*.json -o "$OUT/eval_test.json" 2>&1 | tail -1
-    rm -f "$OUT"/part_*
-    python3 -m X2BRLib.cli reconstruct Resources/SampleData/sample_radiograph.dcm -o /tmp/recon_cuda \
-      --device cuda --weights "$OUT/x2b" --overwrite 2>&1 | tail -1
-    python3 -c "import json; r=json.load(open('/tmp/recon_cuda/report.json')); print('cuda', r['timings_s'])"
-    cp /tmp/recon_cuda/report.json "$OUT/recon_report_cuda.json" ;;
+    [ -n "${INIT:-}" ] && cp -r "$INIT" /tmp/cand_init && cands="$cands init"
+    for c in $cands; do evaluate /tmp/cand_$c val 40 "$OUT/eval_val_$c.json"; done
+    pick=$(python3 -c "
+import json, sys
+score = {c: (lambda m: (m['iou_all_bone'] + m['iou_mean_per_bone']) / 2)(
+    json.load(open('$OUT/eval_val_' + c + '.json'))['methods']['x2b']['mean']) for c in '$cands'.split()}
+print(' '.join(f'{c}={v:.4f}' for c, v in score.items()), file=sys.stderr)
+print(max(score, key=score.get))")
+    echo "picked on validation: $pick"
+    cp -r /tmp/cand_$pick "$OUT/x2b"
+    evaluate "$OUT/x2b" test 60 "$OUT/eval_test.json" ;;
   *) echo "usage: $0 train|finish OUT"; exit 2 ;;
 esac
 echo "stage $STAGE done in ${SECONDS}s"
