@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import anatomy
 from ..errors import InputError, WeightsError
-from ..io.checked import half_state_dict, read_checked_record, write_with_record
+from ..io.checked import half_state_dict, read_checked_record, weight_paths, write_with_record
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_WEIGHTS = REPO / "Resources" / "Models" / "yolo"
@@ -115,16 +115,6 @@ class Detection:
         return d
 
 
-def _paths(path) -> tuple[Path, Path]:
-    """Accept the folder, the .pt or the .json; return (pt, json)."""
-    p = Path(path)
-    if p.is_dir() or (not p.suffix and not p.exists()):
-        p = p / "model.pt"
-    if p.suffix == ".json":
-        return p.with_suffix(".pt"), p
-    return p, p.with_suffix(".json")
-
-
 def save_weights(out, model, record: dict) -> tuple[Path, Path]:
     """Write ``model``'s state dict as fp16 ``model.pt`` and its record ``model.json`` (atomic).
 
@@ -133,7 +123,7 @@ def save_weights(out, model, record: dict) -> tuple[Path, Path]:
     """
     import torch
 
-    pt, js = _paths(out)
+    pt, js = weight_paths(out)
     state = half_state_dict(model)
     names = class_names(len(model.names))
     card = dict(record)
@@ -144,7 +134,7 @@ def save_weights(out, model, record: dict) -> tuple[Path, Path]:
 
 def read_record(path) -> dict:
     """The checked record of a detector weights file; WeightsError naming the file otherwise."""
-    pt, js = _paths(path)
+    pt, js = weight_paths(path)
     card = read_checked_record(pt, js, FORMAT, "detector weights", HINT)
     lut = anatomy.by_label()
     for name, label in zip(card.get("names", []), card.get("labels", [])):
@@ -167,7 +157,7 @@ class Detector:
 
         from ..pipeline import resolve_device
 
-        pt, js = _paths(weights if weights is not None else DEFAULT_WEIGHTS)
+        pt, js = weight_paths(weights if weights is not None else DEFAULT_WEIGHTS)
         t0 = time.perf_counter()
         card = read_record(pt)
         self.device = resolve_device(device)

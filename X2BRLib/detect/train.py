@@ -36,7 +36,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import InputError, X2BRError
-from .detector import REPO, VARIANTS, _paths, build_model, save_weights, ultralytics, variant_yaml
+from ..io.checked import weight_paths
+from .detector import REPO, VARIANTS, build_model, save_weights, ultralytics, variant_yaml
 
 AUGMENT = dict(fliplr=0.0, flipud=0.0, mosaic=0.0, close_mosaic=0, mixup=0.0, cutmix=0.0, copy_paste=0.0,
                degrees=0.0, shear=0.0, perspective=0.0, translate=0.05, scale=0.15,
@@ -263,7 +264,7 @@ def evaluate_detector(weights, data_yaml, split: str = "test", device: str = "au
     from .detector import Detector
 
     data = data_yaml_path(data_yaml)
-    pt, js = _paths(weights)
+    pt, js = weight_paths(weights)
     if js.is_file():
         det = Detector(pt, device="cpu")
         yolo = YOLO(str(variant_yaml(det.record["variant"])))

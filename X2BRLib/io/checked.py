@@ -20,6 +20,17 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
+def weight_paths(path) -> tuple[Path, Path]:
+    """A network's weights given as the folder (``model.pt`` inside), the .pt or the .json:
+    return (pt, json)."""
+    p = Path(path)
+    if p.is_dir() or (not p.suffix and not p.exists()):
+        p = p / "model.pt"
+    if p.suffix == ".json":
+        return p.with_suffix(".pt"), p
+    return p, p.with_suffix(".json")
+
+
 def half_state_dict(model) -> dict:
     """The model's state dict with floating tensors in fp16, detached, on the CPU."""
     return {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().contiguous()

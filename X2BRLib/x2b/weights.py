@@ -16,21 +16,11 @@ import torch
 from .. import __version__
 from ..anatomy import BONES
 from ..errors import WeightsError
-from ..io.checked import half_state_dict, read_checked_record, write_with_record
+from ..io.checked import half_state_dict, read_checked_record, weight_paths, write_with_record
 
 FORMAT = "x2br-x2b-weights"
 FORMAT_VERSION = 1
 HINT = "train with `x2br train` (then `x2br export`) or reinstall X2BR"
-
-
-def _paths(path) -> tuple[Path, Path]:
-    """Accept the folder, the .pt or the .json; return (pt, json)."""
-    p = Path(path)
-    if p.is_dir() or (not p.suffix and not p.exists()):
-        p = p / "model.pt"
-    if p.suffix == ".json":
-        return p.with_suffix(".pt"), p
-    return p, p.with_suffix(".json")
 
 
 def save_weights(path, model, record: dict | None = None) -> tuple[Path, Path]:
@@ -40,7 +30,7 @@ def save_weights(path, model, record: dict | None = None) -> tuple[Path, Path]:
     record: extra JSON-able fields (image_size, normalisation, training, metrics, ...).
     Returns (pt path, json path).
     """
-    pt, js = _paths(path)
+    pt, js = weight_paths(path)
     state = half_state_dict(model)
     card = dict(record or {})
     card.update(format=FORMAT, version=FORMAT_VERSION, x2br_version=__version__,
@@ -52,7 +42,7 @@ def save_weights(path, model, record: dict | None = None) -> tuple[Path, Path]:
 def read_record(path) -> dict:
     """The record of a weights file, checked against the weights' SHA-256; WeightsError
     naming the file when either is missing, unreadable or corrupt."""
-    pt, js = _paths(path)
+    pt, js = weight_paths(path)
     return read_checked_record(pt, js, FORMAT, "weights", HINT)
 
 
@@ -65,7 +55,7 @@ def load_model(path, device="cpu"):
     """
     from .model import X2BNet
 
-    pt, js = _paths(path)
+    pt, js = weight_paths(path)
     card = read_record(pt)
     names = [b.name for b in BONES]
     recorded = list(card.get("bones", names))
