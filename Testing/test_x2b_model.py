@@ -128,6 +128,33 @@ def test_model_contract(factory):
         model.encode(torch.rand(1, 1, 60, 64))
 
 
+def test_grow_from_preserves_the_function_then_learns():
+    from X2BRLib.x2b.model import grow_from
+
+    torch.manual_seed(0)
+    small = X2BNet(hidden=32, n_blocks=2, feat_dim=8).eval()
+    big = X2BNet(hidden=32, n_blocks=4, feat_dim=8, hires=6).eval()
+    grow_from(big, small)
+    g = ProjectionGeometry.chest("PA", size_px=(64, 64), field_mm=300.0, box_size_mm=BOX)
+    P, iso, scale = geometry_tensors(g)
+    img = torch.rand(2, 1, 64, 64)
+    pts = (torch.rand(2, 300, 3) - 0.5) * torch.tensor(BOX)
+    args = (img, P.expand(2, 3, 4), iso.expand(2, 3), scale.expand(2), pts)
+    with torch.no_grad():
+        assert torch.allclose(big(*args), small(*args), atol=1e-5)
+    feats, _ = big.encode(img)
+    assert len(feats) == 5 and feats[-1].shape == (2, 6, 64, 64)  # the full-resolution branch
+    # the new parts get gradients (nothing is stuck at zero)
+    big.train()
+    big(*args).logsumexp(-1).mean().backward()
+    assert big.fc_c[0].weight.grad[:, -6:].abs().sum() > 0
+    assert big.fc_c[3].weight.grad.abs().sum() > 0 and big.blocks[3].fc_1.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="n_blocks 4 -> 2"):
+        grow_from(X2BNet(hidden=32, n_blocks=2, feat_dim=8, hires=6), big)
+    with pytest.raises(ValueError, match="feat_dim 8 -> 16"):
+        grow_from(X2BNet(hidden=32, n_blocks=4, feat_dim=16), small)
+
+
 def test_pixel_alignment():
     """A feature bump under a point's projection changes that point only; transposed (row/column
     swapped) it does not: the decoder samples where geometry.project says."""
@@ -233,7 +260,20 @@ def test_training_smoke_resume_export(small_shards, tmp_path):
           "--feat-dim", "16", "--val-cases", "0", "--lr", "0", "--init-weights", str(tmp_path / "weights")])
     tuned = torch.load(tune / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(tuned[k], v) for k, v in model.state_dict().items())
-    with pytest.raises(InputError, match="hidden 32 vs 48"):
+    # growing: two more decoder blocks and the full-resolution branch; at lr 0 the grown run
+    # computes what the weights compute
+    grown = tmp_path / "grown"
+    main(["--data", str(shards), "--out", str(grown), "--epochs", "1", "--batch-size", "2", "--n-points", "256",
+          "--num-workers", "0", "--device", "cpu", "--encoder", "atto", "--hidden", "32", "--n-blocks", "4",
+          "--feat-dim", "16", "--hires", "4", "--val-cases", "0", "--lr", "0",
+          "--init-weights", str(tmp_path / "weights")])
+    ck = torch.load(grown / "last.pt", weights_only=True)
+    big = X2BNet(**ck["arch"]).eval()
+    big.load_state_dict(ck["model"])
+    assert big.config["n_blocks"] == 4 and big.config["hires"] == 4
+    with torch.no_grad():
+        assert torch.allclose(big(*args), model(*args), atol=1e-5)
+    with pytest.raises(InputError, match="hidden 32 -> 48"):
         main(["--data", str(shards), "--out", str(tmp_path / "bad"), "--epochs", "1", "--batch-size", "2",
               "--num-workers", "0", "--device", "cpu", "--encoder", "atto", "--hidden", "48", "--n-blocks", "2",
               "--feat-dim", "16", "--val-cases", "0", "--init-weights", str(tmp_path / "weights")])

@@ -4,6 +4,7 @@
 # Carry: [".whl", "data/prepared"] (wheels: scripts/fetch_gpu_wheels.sh, plus slicerio and pynrrd for
 # the writers); the test split DS is rebuilt from the prepared CT when absent. Usage:
 #   FIRST=24 COUNT=36 PROCS=6 bash scripts/gpu_refine_eval.sh OUT
+# WEIGHTS: X2B weights to evaluate (default: the shipped ones).
 set -uo pipefail
 OUT=${1:-/tmp/out}; FIRST=${FIRST:-0}; COUNT=${COUNT:-60}; PROCS=${PROCS:-6}; DS=${DS:-data/ds_test}
 mkdir -p "$OUT"
@@ -18,7 +19,7 @@ per=$(( (COUNT + PROCS - 1) / PROCS ))
 for ((p = 0; p < PROCS; p++)); do
   start=$((FIRST + p * per)); n=$(( per < FIRST + COUNT - start ? per : FIRST + COUNT - start ))
   [ "$n" -gt 0 ] || continue
-  python3 -m X2BRLib.cli evaluate --data $DS --split test --refine --no-baseline --device cuda \
+  python3 -m X2BRLib.cli evaluate --data $DS --split test --refine --no-baseline --device cuda ${WEIGHTS:+--weights $WEIGHTS} \
     --first-case $start --max-cases $n -o "$OUT/part_$p.json" > "$OUT/part_$p.log" 2>&1 &
 done
 wait

@@ -13,15 +13,21 @@
 # dataset is rebuilt identically (fixed seeds) and training restarts from scratch.
 # Env: TRAIN (train cases, 12000), EPOCHS (20; fixed for a run: it sets the LR schedule),
 # BUDGET_S (seconds this call may use, 570), MINUTES (finish: training minutes, 3.0),
-# PROCS (finish: evaluation processes, 8), DS (data/ds3), RUN (runs/x2b_v3).
+# PROCS (finish: evaluation processes, 8), DS (data/ds3), RUN (runs/x2b_v3),
+# ARCH (network arguments; default v3's: --encoder femto --hidden 96 --n-blocks 3 --feat-dim 48).
 # Fine-tuning the shipped weights in a later session (no optimiser state travels):
 #   INIT=Resources/Models/x2b LR=2e-4 RUN=runs/x2b_v4 EPOCHS=15 bash scripts/gpu_session.sh train OUT
+# Growing them first (one more decoder block and the full-resolution branch; the grown network
+# starts computing exactly what INIT computes, see x2b.model.grow_from), as v4 was made:
+#   ARCH="--encoder femto --hidden 96 --n-blocks 4 --feat-dim 48 --hires 24" INIT=Resources/Models/x2b \
+#   LR=3e-4 RUN=runs/x2b_v4 EPOCHS=14 bash scripts/gpu_session.sh train OUT   (then finish)
 set -uo pipefail
 STAGE=$1; OUT=${2:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 DS=${DS:-data/ds3}; RUN=${RUN:-runs/x2b_v3}; BUDGET_S=${BUDGET_S:-570}
-TRAIN_ARGS="--data $DS --out $RUN --encoder femto --hidden 96 --n-blocks 3 --feat-dim 48 --epochs ${EPOCHS:-20}
+ARCH=${ARCH:-"--encoder femto --hidden 96 --n-blocks 3 --feat-dim 48"}
+TRAIN_ARGS="--data $DS --out $RUN $ARCH --epochs ${EPOCHS:-20}
   --batch-size 16 --n-points 4096 --num-workers 14 --val-cases 8 --val-voxel-mm 2 --best-metric val_vol_score
   ${INIT:+--init-weights $INIT} ${LR:+--lr $LR}"
 minutes_left() { python3 -c "print(round(max(0.3, ($BUDGET_S - $SECONDS) / 60 - $1), 2))"; }

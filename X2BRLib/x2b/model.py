@@ -71,26 +71,34 @@ class X2BNet(nn.Module):
     hidden: width of the decoder MLP; n_blocks: residual blocks.
     feat_dim: channels each feature level is reduced to (1x1 conv) before sampling.
     pos_freqs: Fourier frequencies of the positional encoding.
+    hires: channels of a full-resolution branch (two 3x3 convolutions on the film,
+        sampled like the encoder levels; 0 = none). ConvNeXt's finest level has
+        stride 4 (about 6 mm on a 256 px chest film), coarser than a rib is tall.
     ``self.config`` holds these kwargs (the weights record stores them).
     """
 
     def __init__(self, encoder: str = "convnext_atto", num_classes: int = NUM_CLASSES,
-                 hidden: int = 128, n_blocks: int = 4, feat_dim: int = 64, pos_freqs: int = 6):
+                 hidden: int = 128, n_blocks: int = 4, feat_dim: int = 64, pos_freqs: int = 6,
+                 hires: int = 0):
         super().__init__()
         encoder = encoder_name(encoder)
         self.config = dict(encoder=encoder, num_classes=int(num_classes), hidden=int(hidden),
                            n_blocks=int(n_blocks), feat_dim=int(feat_dim), pos_freqs=int(pos_freqs))
+        if hires:  # recorded only when used: records of older weights stay valid as they are
+            self.config["hires"] = int(hires)
         self.encoder = timm.create_model(encoder, pretrained=False, features_only=True,
                                          in_chans=1, out_indices=(0, 1, 2, 3))
         chans = list(self.encoder.feature_info.channels())
         self.strides = list(self.encoder.feature_info.reduction())
         self.align = max(self.strides)
         self.reduce = nn.ModuleList(nn.Conv2d(c, feat_dim, 1) for c in chans)
+        self.hires = (nn.Sequential(nn.Conv2d(1, hires, 3, padding=1), nn.GELU(),
+                                    nn.Conv2d(hires, hires, 3, padding=1)) if hires else None)
         self.global_fc = nn.Linear(chans[-1], hidden)
         self.pos_freqs = pos_freqs
         # unit-box xyz (3) + depth (1), each Fourier-encoded; + in-view flag
         pe_dim = 4 * (1 + 2 * pos_freqs) + 1
-        c_dim = feat_dim * len(chans)
+        c_dim = feat_dim * len(chans) + int(hires)
         self.fc_p = nn.Linear(pe_dim, hidden)
         self.fc_c = nn.ModuleList(nn.Linear(c_dim, hidden) for _ in range(n_blocks))
         self.fc_g = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(n_blocks))
@@ -99,7 +107,8 @@ class X2BNet(nn.Module):
 
     # ------------------------------------------------------------------ encoder
     def encode(self, image: torch.Tensor):
-        """image (B, 1, H, W) -> (feats: list of (B, feat_dim, H/s, W/s), global code (B, hidden))."""
+        """image (B, 1, H, W) -> (feats: list of (B, feat_dim, H/s, W/s) per encoder level, then the
+        full-resolution branch's (B, hires, H, W) if any; global code (B, hidden))."""
         if image.ndim != 4 or image.shape[1] != 1:
             raise ValueError(f"image must be (B, 1, H, W), got {tuple(image.shape)}")
         h, w = image.shape[-2:]
@@ -107,6 +116,8 @@ class X2BNet(nn.Module):
             raise ValueError(f"image height and width must be multiples of {self.align}, got {w}x{h}")
         maps = self.encoder(image)
         feats = [red(m) for red, m in zip(self.reduce, maps)]
+        if self.hires is not None:
+            feats.append(self.hires(image))
         glob = self.global_fc(maps[-1].mean((-2, -1)))
         return feats, glob
 
@@ -137,7 +148,7 @@ class X2BNet(nn.Module):
             sampled = [F.grid_sample(m.float(), grid.unsqueeze(2), mode="bilinear",
                                      padding_mode="zeros", align_corners=False).squeeze(-1)
                        for m in maps]  # each (B, C, N)
-        c = torch.cat(sampled, 1).transpose(1, 2).contiguous()  # (B, N, C)
+        c = torch.cat(sampled, 1).transpose(1, 2).contiguous()  # (B, N, C): levels, then hires
         # the per-block feature projections as ONE matrix product (same weights, ~2x faster on CPU)
         w = torch.cat([fc.weight for fc in self.fc_c])
         bias = torch.cat([fc.bias for fc in self.fc_c])
@@ -151,6 +162,39 @@ class X2BNet(nn.Module):
     def forward(self, image, P, iso, box_scale, points):
         """image (B,1,H,W), P (B,3,4), iso (B,3), box_scale (B,) or float, points (B,N,3) -> (B,N,C) logits."""
         return self.decode(self.encode(image), P, iso, points, box_scale)
+
+
+GROWABLE = ("n_blocks", "hires")  # what grow_from may add; every other architecture key must match
+
+
+def grow_from(model: X2BNet, src: X2BNet) -> None:
+    """Load ``src``'s weights into ``model``, which may have more decoder blocks and a
+    full-resolution branch that ``src`` lacks, such that ``model`` computes exactly what
+    ``src`` computes (function-preserving growth, as in Net2Net): the extra blocks start as
+    identities (their feature, global-code and output projections zeroed), the branch's
+    columns of the feature projections start at zero; all of it then learns.
+    ValueError naming the keys when the architectures differ otherwise or ``model`` is smaller."""
+    a, b = src.config, model.config
+    other = sorted(k for k in set(a) | set(b) if k not in GROWABLE and a.get(k) != b.get(k))
+    smaller = [k for k in GROWABLE if int(b.get(k, 0)) < int(a.get(k, 0))]
+    if a.get("hires") and a.get("hires") != b.get("hires"):
+        smaller.append("hires")
+    if other or smaller:
+        raise ValueError("cannot grow: " + ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in other + smaller))
+    old = src.state_dict()
+    new = model.state_dict()
+    c_old = old["fc_c.0.weight"].shape[1]
+    with torch.no_grad():
+        for k, v in new.items():
+            if k in old and old[k].shape == v.shape:
+                v.copy_(old[k])
+            elif k in old and k.startswith("fc_c.") and k.endswith(".weight"):  # hires columns appended
+                v.zero_()
+                v[:, :c_old] = old[k]
+            elif k.startswith(("fc_c.", "fc_g.", "blocks.")) and ".fc_0." not in k:  # a new block
+                v.zero_()
+            elif not k.startswith(("hires.", "blocks.")):
+                raise ValueError(f"cannot grow: no source for {k}")
 
 
 def x2b_atto(**kw) -> X2BNet:

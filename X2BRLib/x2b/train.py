@@ -52,7 +52,7 @@ from ..io.atomic import atomic_write
 from ..metrics import iou_summary
 from .data import ShardDataset, read_index
 from .mise import extract_labels
-from .model import X2BNet, bone_logit, make_decode_fn
+from .model import GROWABLE, X2BNet, bone_logit, make_decode_fn
 
 NORMALISATION = ("image: (H, W) float in [0, 1], bone-bright, as the dataset shards' `image` "
                  "(X2BRLib.dataset film normalisation)")
@@ -80,6 +80,7 @@ class TrainConfig:
     n_blocks: int = 4
     feat_dim: int = 64
     pos_freqs: int = 6
+    hires: int = 0                  # channels of the full-resolution branch (0 = none)
     bg_weight: float = 0.2
     bce_weight: float = 1.0
     augment: bool = True
@@ -238,7 +239,7 @@ def train(config: TrainConfig) -> dict:
         raise InputError(f"split {cfg.train_split!r} is empty", Path(cfg.data_root) / "dataset.json")
     h, w = train_ds[0]["image"].shape[-2:]
     model = X2BNet(cfg.encoder, hidden=cfg.hidden, n_blocks=cfg.n_blocks, feat_dim=cfg.feat_dim,
-                   pos_freqs=cfg.pos_freqs).to(device)
+                   pos_freqs=cfg.pos_freqs, hires=cfg.hires).to(device)
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
     loader_kw = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=len(train_ds) > cfg.batch_size,
                      pin_memory=device.type == "cuda")
@@ -356,18 +357,23 @@ def export_weights(checkpoint, out_path, extra: dict | None = None):
 
 def _init_from_weights(model: X2BNet, path, rank: int = 0) -> None:
     """Copy exported X2B weights (folder, .pt or .json; SHA-256 checked) into ``model``.
-    InputError naming the weights when their architecture differs from the run's."""
+    The run may add decoder blocks (--n-blocks) or the full-resolution branch (--hires):
+    it then starts computing exactly what the weights compute (``grow_from``).
+    InputError naming the weights when their architecture differs otherwise."""
+    from .model import grow_from
     from .weights import load_model
 
     src = load_model(path, "cpu")
-    keys = ("encoder", "hidden", "n_blocks", "feat_dim", "pos_freqs", "num_classes")
-    diff = {k: (src.config.get(k), model.config.get(k)) for k in keys if src.config.get(k) != model.config.get(k)}
-    if diff:
-        raise InputError("--init-weights have another architecture than this run (weights vs run: "
-                         + ", ".join(f"{k} {a} vs {b}" for k, (a, b) in diff.items()) + ")", path)
-    model.load_state_dict(src.state_dict())
+    try:
+        grow_from(model, src)
+    except ValueError as e:
+        raise InputError(f"--init-weights do not fit this run's architecture ({e}; weights -> run)", path) from None
+    grown = {k: (src.config.get(k, 0), model.config.get(k, 0)) for k in GROWABLE
+             if src.config.get(k, 0) != model.config.get(k, 0)}
     if rank == 0:
-        print(f"initialised from {path} (sha256 {src.record.get('sha256', '?')[:12]}...)", flush=True)
+        print(f"initialised from {path} (sha256 {src.record.get('sha256', '?')[:12]}...)"
+              + ("; grown: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in grown.items()) if grown else ""),
+              flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
