@@ -153,14 +153,28 @@ def test_evaluate_refine_reports_all_methods_and_consistency(tmp_path):
                  "--voxel-mm", "4", "--points", "2048", "--no-progress"]) == 0
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--data", str(ds), "-o", str(out), "--device", "cpu", "--refine", "--oracle-boxes",
-                 "--no-baseline"]) == 0
+                 "--no-baseline", "--refine-option", "lam=2", "--refine-option", "max-iter=30"]) == 0
     r = json.loads(out.read_text())
     assert set(r["methods"]) == {"x2b", "x2br", "template_only"}
     assert set(r["consistency"]) == {"x2b", "x2br", "template_only", "ground_truth"}
     for m in r["methods"].values():
         assert 0.0 <= m["mean"]["iou_all_bone"] <= 1.0
     assert r["refine"]["oracle_boxes"] is True
+    assert r["refine"]["options"]["lam"] == 2.0 and r["refine"]["options"]["max_iter"] == 30
     assert r["consistency"]["x2br"]["mean"]["frac_bones_single_component"] >= 0.9
+
+
+def test_refine_options_overrides_are_typed_and_checked():
+    from X2BRLib.errors import InputError
+    from X2BRLib.refine.refiner import RefineOptions
+
+    o = RefineOptions().with_overrides(["beta_mm=20", "max-iter=7", "register=false"])
+    assert (o.beta_mm, o.max_iter, o.register) == (20.0, 7, False)
+    assert RefineOptions().with_overrides([]) == RefineOptions()
+    for bad, needle in (("gamma=1", "KEY one of"), ("lam", "KEY=VALUE"), ("max_iter=2.5", "not a valid int"),
+                        ("register=maybe", "not a valid bool")):
+        with pytest.raises(InputError, match=needle):
+            RefineOptions().with_overrides([bad])
 
 
 def test_build_template_command_writes_a_loadable_template_and_refuses_to_overwrite(tmp_path, capsys):

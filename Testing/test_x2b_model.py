@@ -271,6 +271,8 @@ def test_training_smoke_resume_export(small_shards, tmp_path):
     big = X2BNet(**ck["arch"]).eval()
     big.load_state_dict(ck["model"])
     assert big.config["n_blocks"] == 4 and big.config["hires"] == 4
+    assert ck["init_weights"]["sha256"] == model.record["sha256"]  # the run records what it grew from
+    assert export_weights(grown / "last.pt", tmp_path / "grown_w")[1].read_text().count(model.record["sha256"]) == 1
     with torch.no_grad():
         assert torch.allclose(big(*args), model(*args), atol=1e-5)
     with pytest.raises(InputError, match="hidden 32 -> 48"):

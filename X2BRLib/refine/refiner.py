@@ -25,7 +25,7 @@ piece per bone). ``template_only`` skips X2B (depth from the nominal anatomy) an
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 from scipy import ndimage
@@ -54,6 +54,32 @@ class RefineOptions:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def with_overrides(self, items) -> "RefineOptions":
+        """A copy with ``KEY=VALUE`` strings applied (``x2br evaluate --refine-option lam=0.5``);
+        InputError naming the item when the key is unknown or the value does not parse."""
+        from ..errors import InputError
+
+        types = {f.name: f.type for f in fields(self)}
+        changes = {}
+        for item in items or ():
+            key, sep, text = str(item).partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in types:
+                raise InputError(f"refine option {item!r}: expected KEY=VALUE with KEY one of "
+                                 + ", ".join(types))
+            kind = str(types[key])
+            try:
+                if kind == "bool":
+                    if text.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(text)
+                    value = text.strip().lower() in ("true", "1", "yes")
+                else:
+                    value = {"int": int, "float": float}[kind](text)
+            except (ValueError, KeyError):
+                raise InputError(f"refine option {item!r}: {text!r} is not a valid {kind}") from None
+            changes[key] = value
+        return replace(self, **changes)
 
 
 def label_surfaces(labels_xyz, origin, spacing, min_voxels: int = 20, max_points: int | None = None,

@@ -89,12 +89,12 @@ def cmd_evaluate(args) -> int:
     rec = Reconstructor(ReconstructOptions(device=args.device, weights=args.weights))
     refiner = None
     if args.refine:
-        from ..refine.refiner import Refiner
-
+        from ..refine.refiner import RefineOptions, Refiner
         from ..refine.template import SkeletonTemplate
 
         template = SkeletonTemplate.load(args.template) if args.template else None
-        refiner = Refiner(device=rec.device, template=template, detector_weights=args.detector_weights)
+        options = RefineOptions().with_overrides(args.refine_option)
+        refiner = Refiner(options, device=rec.device, template=template, detector_weights=args.detector_weights)
         if not args.oracle_boxes:
             refiner.detector  # fail now on missing weights
 
@@ -168,6 +168,9 @@ def add_commands(sub) -> None:
                         "anatomical consistency metrics")
     s.add_argument("--detector-weights", help="detector weights folder (default: the shipped detector)")
     s.add_argument("--template", help="skeleton template .npz from `x2br build-template` (default: the shipped one)")
+    s.add_argument("--refine-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a refinement setting (X2BRLib.refine.refiner.RefineOptions), e.g. lam=0.5; "
+                        "repeatable; the report records the options used")
     s.add_argument("--oracle-boxes", action="store_true",
                    help="use the dataset's ground-truth boxes instead of the detector (ablation)")
     s.add_argument("--consistency", action="store_true", help="consistency metrics also without --refine")

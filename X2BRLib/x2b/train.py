@@ -254,8 +254,15 @@ def train(config: TrainConfig) -> dict:
     class_w[0] = cfg.bg_weight
     start, best, history = 0, -math.inf, []
     resuming = cfg.resume and (out / "last.pt").exists()
-    if cfg.init_weights and not resuming:
-        _init_from_weights(model, cfg.init_weights, rank)
+    init = None  # what the run started from, recorded in every checkpoint and the exported record
+    if cfg.init_weights:
+        from .weights import read_record
+
+        rec = read_record(cfg.init_weights)
+        init = dict(path=str(cfg.init_weights), sha256=rec.get("sha256"), architecture=rec.get("architecture"),
+                    epochs_trained=rec.get("epochs_trained"), training_data=(rec.get("training") or {}).get("data_root"))
+        if not resuming:
+            _init_from_weights(model, cfg.init_weights, rank)
     if resuming:
         ck = torch.load(out / "last.pt", map_location=device, weights_only=True)
         model.load_state_dict(ck["model"])
@@ -270,7 +277,8 @@ def train(config: TrainConfig) -> dict:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     meta = dict(arch=model.config, image_size=[int(w), int(h)], normalisation=NORMALISATION,
-                config=asdict(cfg), dataset={k: index.get(k) for k in ("version", "gt_voxel_mm", "image_size")})
+                config=asdict(cfg), dataset={k: index.get(k) for k in ("version", "gt_voxel_mm", "image_size")},
+                init_weights=init)
     row = history[-1] if history else {}
     t_start = time.time()
     for epoch in range(start, cfg.epochs):
@@ -351,7 +359,7 @@ def export_weights(checkpoint, out_path, extra: dict | None = None):
     model.load_state_dict(ck["model"])
     record = dict(image_size=ck["image_size"], normalisation=ck["normalisation"], training=ck["config"],
                   dataset=ck.get("dataset"), metrics=ck.get("metrics"), epochs_trained=ck["epoch"],
-                  checkpoint=ck_path.name, **(extra or {}))
+                  checkpoint=ck_path.name, init_weights=ck.get("init_weights"), **(extra or {}))
     return save_weights(out_path, model, record)
 
 
