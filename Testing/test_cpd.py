@@ -38,6 +38,24 @@ def _two_tubes(gap_center=1.6):
     return np.concatenate([a, b]), np.concatenate([ea, eb + len(a)]), len(a)
 
 
+def test_farthest_point_sample_is_the_greedy_rule():
+    """Same indices as the plain rule (next = farthest from all chosen so far)."""
+    from X2BRLib.refine.cpd import farthest_point_sample
+
+    rng = np.random.default_rng(3)
+    pts = rng.normal(size=(2000, 3)) * [80.0, 40.0, 20.0]
+    idx = farthest_point_sample(pts, 300, start=7)
+    d = ((pts - pts[7]) ** 2).sum(1)
+    ref = [7]
+    for _ in range(299):
+        ref.append(int(np.argmax(d)))
+        d = np.minimum(d, ((pts - pts[ref[-1]]) ** 2).sum(1))
+    assert idx.tolist() == ref
+    assert len(set(idx.tolist())) == 300
+    assert sorted(farthest_point_sample(pts[:5], 10).tolist()) == [0, 1, 2, 3, 4]  # k capped at M
+    assert len(farthest_point_sample(pts, 0)) == 0
+
+
 def test_matches_pycpd_gaussian_float64():
     pycpd = pytest.importorskip("pycpd")
     Y, X = _deformed_pair(np.random.default_rng(0))
