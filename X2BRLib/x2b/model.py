@@ -167,20 +167,22 @@ class X2BNet(nn.Module):
 GROWABLE = ("n_blocks", "hires")  # what grow_from may add; every other architecture key must match
 
 
-def grow_from(model: X2BNet, src: X2BNet) -> None:
+def grow_from(model: X2BNet, src: X2BNet) -> dict:
     """Load ``src``'s weights into ``model``, which may have more decoder blocks and a
     full-resolution branch that ``src`` lacks, such that ``model`` computes exactly what
     ``src`` computes (function-preserving growth, as in Net2Net): the extra blocks start as
     identities (their feature, global-code and output projections zeroed), the branch's
     columns of the feature projections start at zero; all of it then learns.
-    ValueError naming the keys when the architectures differ otherwise or ``model`` is smaller."""
+    Returns {key: (src value, model value)} of what grew. ValueError naming the keys when
+    the architectures differ otherwise, ``model`` has fewer blocks, or another branch width."""
     a, b = src.config, model.config
-    other = sorted(k for k in set(a) | set(b) if k not in GROWABLE and a.get(k) != b.get(k))
-    smaller = [k for k in GROWABLE if int(b.get(k, 0)) < int(a.get(k, 0))]
-    if a.get("hires") and a.get("hires") != b.get("hires"):
-        smaller.append("hires")
-    if other or smaller:
-        raise ValueError("cannot grow: " + ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in other + smaller))
+    refused = sorted(k for k in set(a) | set(b) if k not in GROWABLE and a.get(k) != b.get(k))
+    if b["n_blocks"] < a["n_blocks"]:
+        refused.append("n_blocks")
+    if a.get("hires", 0) not in (0, b.get("hires", 0)):  # a branch can be added, not resized
+        refused.append("hires")
+    if refused:
+        raise ValueError("cannot grow: " + ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in refused))
     old = src.state_dict()
     new = model.state_dict()
     c_old = old["fc_c.0.weight"].shape[1]
@@ -195,6 +197,7 @@ def grow_from(model: X2BNet, src: X2BNet) -> None:
                 v.zero_()
             elif not k.startswith(("hires.", "blocks.")):
                 raise ValueError(f"cannot grow: no source for {k}")
+    return {k: (a.get(k, 0), b.get(k, 0)) for k in GROWABLE if a.get(k, 0) != b.get(k, 0)}
 
 
 def x2b_atto(**kw) -> X2BNet:

@@ -52,7 +52,7 @@ from ..io.atomic import atomic_write
 from ..metrics import iou_summary
 from .data import ShardDataset, read_index
 from .mise import extract_labels
-from .model import GROWABLE, X2BNet, bone_logit, make_decode_fn
+from .model import X2BNet, bone_logit, make_decode_fn
 
 NORMALISATION = ("image: (H, W) float in [0, 1], bone-bright, as the dataset shards' `image` "
                  "(X2BRLib.dataset film normalisation)")
@@ -255,16 +255,11 @@ def train(config: TrainConfig) -> dict:
     start, best, history = 0, -math.inf, []
     resuming = cfg.resume and (out / "last.pt").exists()
     init = None  # what the run started from, recorded in every checkpoint and the exported record
-    if cfg.init_weights:
-        from .weights import read_record
-
-        rec = read_record(cfg.init_weights)
-        init = dict(path=str(cfg.init_weights), sha256=rec.get("sha256"), architecture=rec.get("architecture"),
-                    epochs_trained=rec.get("epochs_trained"), training_data=(rec.get("training") or {}).get("data_root"))
-        if not resuming:
-            _init_from_weights(model, cfg.init_weights, rank)
+    if cfg.init_weights and not resuming:
+        init = _init_from_weights(model, cfg.init_weights, rank)
     if resuming:
         ck = torch.load(out / "last.pt", map_location=device, weights_only=True)
+        init = ck.get("init_weights")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optim"])
         sched.load_state_dict(ck["scheduler"])
@@ -363,25 +358,27 @@ def export_weights(checkpoint, out_path, extra: dict | None = None):
     return save_weights(out_path, model, record)
 
 
-def _init_from_weights(model: X2BNet, path, rank: int = 0) -> None:
+def _init_from_weights(model: X2BNet, path, rank: int = 0) -> dict:
     """Copy exported X2B weights (folder, .pt or .json; SHA-256 checked) into ``model``.
     The run may add decoder blocks (--n-blocks) or the full-resolution branch (--hires):
     it then starts computing exactly what the weights compute (``grow_from``).
+    Returns what the run started from (path, sha256, architecture, epochs, data), for the record.
     InputError naming the weights when their architecture differs otherwise."""
     from .model import grow_from
     from .weights import load_model
 
     src = load_model(path, "cpu")
     try:
-        grow_from(model, src)
+        grown = grow_from(model, src)
     except ValueError as e:
         raise InputError(f"--init-weights do not fit this run's architecture ({e}; weights -> run)", path) from None
-    grown = {k: (src.config.get(k, 0), model.config.get(k, 0)) for k in GROWABLE
-             if src.config.get(k, 0) != model.config.get(k, 0)}
+    rec = src.record
     if rank == 0:
-        print(f"initialised from {path} (sha256 {src.record.get('sha256', '?')[:12]}...)"
+        print(f"initialised from {path} (sha256 {rec.get('sha256', '?')[:12]}...)"
               + ("; grown: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in grown.items()) if grown else ""),
               flush=True)
+    return dict(path=str(path), sha256=rec.get("sha256"), architecture=rec.get("architecture"),
+                epochs_trained=rec.get("epochs_trained"), training_data=(rec.get("training") or {}).get("data_root"))
 
 
 def _parser() -> argparse.ArgumentParser:
