@@ -41,10 +41,16 @@ class ReconstructOptions:
     refine: bool = False        # X2BR: detection + template + geodesic CPD after X2B
     detector_weights: str | None = None  # the shipped detector when None
     template: str | None = None          # skeleton template .npz; the shipped one when None
+    pixel_spacing_mm: float | tuple | None = None  # the user's detector spacing: wins over file and estimate
+    force: bool = False         # reconstruct even what the film check refuses (X2BRLib.filmcheck)
 
     def __post_init__(self):
         if self.quality not in QUALITY:
             raise InputError(f"quality must be one of {', '.join(QUALITY)}, got {self.quality!r}")
+        if self.pixel_spacing_mm is not None:
+            from .scale import _pair
+
+            self.pixel_spacing_mm = _pair(self.pixel_spacing_mm)
 
 
 @dataclass
@@ -76,6 +82,8 @@ class Reconstruction:
             "input": None if r is None else r.path,
             "input_meta": None if r is None else r.meta,
             "warnings": [] if r is None else list(r.warnings),
+            "scale": None if r is None else r.meta.get("scale"),
+            "film_check": None if r is None else r.meta.get("film_check"),
             "geometry": self.geometry.to_dict(),
             "grid": {"origin_lps_mm": [float(x) for x in self.origin_lps_mm],
                      "spacing_mm": [float(x) for x in self.spacing_mm],
@@ -125,7 +133,37 @@ class Reconstructor:
             self.refiner = Refiner(device=self.device, template=template,
                                    detector_weights=self.options.detector_weights)
             self.refiner.detector  # load now: missing weights fail before any film is read
-            self.load_s = time.perf_counter() - t0
+        self.detector  # the film check and the scale need it on every film
+        self.load_s = time.perf_counter() - t0
+
+    @property
+    def detector(self):
+        """The bone detector (the refiner's when refining): film check and scale estimate."""
+        if self.refiner is not None:
+            return self.refiner.detector
+        if getattr(self, "_detector", None) is None:
+            from .detect.detector import Detector
+
+            self._detector = Detector(self.options.detector_weights, device=str(self.device))
+        return self._detector
+
+    def check_and_scale(self, radiograph: Radiograph) -> Radiograph:
+        """Refuse what is not a chest film (unless options.force) and choose the pixel spacing
+        (``X2BRLib.scale``: user > file (if plausible) > estimate > default). Returns the
+        radiograph with that spacing; its meta holds 'film_check' and 'scale', its warnings
+        what was assumed (also issued as :class:`RadiographWarning`)."""
+        import warnings as _warnings
+
+        from . import filmcheck
+        from .io.radiograph import RadiographWarning
+
+        before = len(radiograph.warnings)
+        radiograph, _ = filmcheck.check_and_scale(radiograph, self.detector, self.options.pixel_spacing_mm,
+                                                  self.options.force)
+        for message in radiograph.warnings[before:]:
+            _warnings.warn(f"{radiograph.path}: {message}" if radiograph.path else message,
+                           RadiographWarning, stacklevel=3)
+        return radiograph
 
     def model_info(self) -> dict:
         keys = ("name", "version", "encoder", "sha256", "code_commit", "image_size")
@@ -165,7 +203,10 @@ class Reconstructor:
         report = progress or (lambda fraction, message: None)
         t0 = time.perf_counter()
         if not isinstance(radiograph, Radiograph):
-            radiograph = read_radiograph(radiograph)
+            radiograph = read_radiograph(radiograph, default_spacing_mm=None)
+        t_read = time.perf_counter()
+        radiograph = self.check_and_scale(radiograph)
+        report(0.08, "scale: " + radiograph.meta["scale"]["status"])
         image, geom = to_network_input(radiograph, self.image_size)
         t1 = time.perf_counter()
         report(0.1, "film read and normalised; extracting the bone surfaces (MISE)")
@@ -174,7 +215,7 @@ class Reconstructor:
             report(0.55, "X2B bones extracted; refining (detection, template, CPD)")
             rec = self.refiner.refine(rec, progress=report)
         report(0.85, "bones extracted; writing outputs")
-        rec.timings_s = {"read_and_normalise": t1 - t0, **rec.timings_s}
+        rec.timings_s = {"read_and_normalise": t_read - t0, "check_and_scale": t1 - t_read, **rec.timings_s}
         return rec
 
 

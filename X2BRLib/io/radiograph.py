@@ -62,7 +62,8 @@ class Radiograph:
     path: the file read, or None.
     meta: flat JSON-able facts: format, modality, view, view_source, photometric,
         spacing_mm, spacing_source ('ImagerPixelSpacing' | 'PixelSpacing' | 'file' |
-        'default'), sdd_mm, sdd_source, object_to_detector_mm, magnification,
+        'default' | 'none'; X2BRLib.scale may set 'user' | 'estimate' | 'default'), sdd_mm,
+        sdd_source, object_to_detector_mm, magnification,
         original_dtype, original_shape, intensity_window, ...
     warnings: human-readable assumptions made while reading.
     """
@@ -86,8 +87,11 @@ def read_radiograph(path, default_spacing_mm: float = DEFAULT_SPACING_MM, view=N
     """Read a radiograph file into a :class:`Radiograph` (see the module docstring).
 
     default_spacing_mm: detector pixel spacing used when the file has none (or an
-        invalid one: zero, negative, NaN); defaults to DEFAULT_SPACING_MM = 0.143 mm.
-        Using it always adds a warning and issues a :class:`SpacingWarning`.
+        invalid one: zero, negative, NaN; or the exactly 1 x 1 mm ITK reports for NRRD / NIfTI /
+        MHA files without spacing); defaults to DEFAULT_SPACING_MM = 0.143 mm. Using it always
+        adds a warning and issues a :class:`SpacingWarning`. None: leave it to the caller
+        (``X2BRLib.scale`` estimates it): no warning, ``meta["spacing_source"] = "none"``,
+        ``meta["spacing_why"]`` says why, and the geometry holds DEFAULT_SPACING_MM as a placeholder.
     view: 'PA' or 'AP' to override the file's ViewPosition (DICOM); when neither
         is known PA is assumed, with a warning.
 
@@ -100,7 +104,7 @@ def read_radiograph(path, default_spacing_mm: float = DEFAULT_SPACING_MM, view=N
     p = Path(os.fspath(path))
     if view is not None and str(view).upper() not in ("PA", "AP"):
         raise InputError(f"view must be 'PA' or 'AP', got {view!r}", p)
-    if _positive(default_spacing_mm) is None:
+    if default_spacing_mm is not None and _positive(default_spacing_mm) is None:
         raise InputError(f"default_spacing_mm must be a positive number, got {default_spacing_mm!r}")
     if not p.exists():
         raise InputError("file not found", p)
@@ -128,9 +132,13 @@ def read_radiograph(path, default_spacing_mm: float = DEFAULT_SPACING_MM, view=N
     spacing, src = info.get("spacing"), info.get("spacing_source", "default")
     if spacing is None or not all(math.isfinite(s) and s > 0 for s in spacing):
         why = info.get("spacing_why") or "the file gives none"
-        notes.add(f"no valid pixel spacing ({why}); using the default {default_spacing_mm} mm, "
-                  "so physical sizes are only as right as this guess", SpacingWarning)
-        spacing, src = (_positive(default_spacing_mm),) * 2, "default"
+        if default_spacing_mm is None:  # the caller decides (X2BRLib.scale)
+            spacing, src = (DEFAULT_SPACING_MM,) * 2, "none"
+            meta["spacing_why"] = why
+        else:
+            notes.add(f"no valid pixel spacing ({why}); using the default {default_spacing_mm} mm, "
+                      "so physical sizes are only as right as this guess", SpacingWarning)
+            spacing, src = (_positive(default_spacing_mm),) * 2, "default"
 
     if view is not None:
         v, v_src = str(view).upper(), "argument"
@@ -423,9 +431,10 @@ def _read_itk(p: Path, notes: _Notes):
     if img.GetNumberOfComponentsPerPixel() > 1:
         arr = _luminance(arr, notes)
     spacing = tuple(float(s) for s in img.GetSpacing()[:2])
-    if spacing == (1.0, 1.0):
-        notes.add("spacing is exactly 1 x 1 mm, which ITK also reports for files without "
-                  "spacing; check it", SpacingWarning)
+    why = None
+    if spacing == (1.0, 1.0):  # ITK's value for "no spacing": treated as none, like a PNG's
+        spacing, why = None, (f"{fmt} spacing is exactly 1 x 1 mm, what ITK reports for files "
+                              "without spacing (and Slicer for PNG / JPEG volumes)")
     if dim == 3:  # a slice placed in LPS: flip to columns -> left, rows -> feet
         d = np.array(img.GetDirection()).reshape(3, 3)
         if d[0, 0] < -0.9:  # columns run toward the patient's right
@@ -436,13 +445,16 @@ def _read_itk(p: Path, notes: _Notes):
             meta["flipped"].append("rows")
         if meta["flipped"]:
             notes.add(f"image flipped ({', '.join(meta['flipped'])}) from its LPS direction")
-    return np.ascontiguousarray(arr), dict(meta=meta, spacing=spacing, spacing_source="file")
+    return np.ascontiguousarray(arr), dict(meta=meta, spacing=spacing, spacing_source="file", spacing_why=why)
 
 
 def _read_pillow(p: Path, notes: _Notes):
     from PIL import Image
 
-    with Image.open(p) as im:
+    with _warnings.catch_warnings():  # PIL's decompression-bomb warning: our size check speaks instead
+        _warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(p)
+    with im:
         frames = getattr(im, "n_frames", 1)
         if frames > 1:
             raise InputError(f"multi-page image ({frames} frames): expected a single radiograph", p)

@@ -48,7 +48,8 @@ def cmd_reconstruct(args) -> int:
 
     files = _expand_inputs(args.inputs)
     opts = ReconstructOptions(quality=args.quality, device=args.device, weights=args.weights,
-                              refine=args.refine, detector_weights=args.detector_weights, template=args.template)
+                              refine=args.refine, detector_weights=args.detector_weights, template=args.template,
+                              pixel_spacing_mm=args.pixel_spacing, force=args.force)
     reconstructor = Reconstructor(opts)
     out_root = Path(args.output)
     results, failures = [], []
@@ -151,6 +152,12 @@ def add_commands(sub) -> None:
                         "surfaces (one smooth closed piece per bone)")
     s.add_argument("--detector-weights", help="detector weights folder (default: the shipped detector)")
     s.add_argument("--template", help="skeleton template .npz from `x2br build-template` (default: the shipped one)")
+    s.add_argument("--pixel-spacing", type=float, metavar="MM",
+                   help="detector pixel spacing in mm: wins over the file's and over the estimate from the "
+                        "bones (used when the file has none, or one that implies an impossible chest size)")
+    s.add_argument("--force", action="store_true",
+                   help="reconstruct even an image the film check refuses as not a frontal chest film "
+                        "(noise, a strip, no bone found)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_reconstruct)
 

@@ -1,0 +1,69 @@
+"""Images that are not a frontal chest film are refused (or warned about) before any
+reconstruction, with the shipped detector; the sample film passes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from X2BRLib.filmcheck import NotAChestFilmError, check_and_scale, neighbour_correlation
+from X2BRLib.io.radiograph import read_radiograph
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_FILM = REPO / "Resources" / "SampleData" / "sample_radiograph.dcm"
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from X2BRLib.detect.detector import Detector
+
+    return Detector(device="cpu")
+
+
+def _png(path, arr):
+    Image.fromarray(np.asarray(arr, np.uint8)).save(path)
+    return path
+
+
+def test_neighbour_correlation_separates_noise_from_a_smooth_image():
+    rng = np.random.default_rng(0)
+    assert abs(neighbour_correlation(rng.uniform(size=(64, 64)))) < 0.1
+    assert neighbour_correlation(np.add.outer(np.arange(64.0), np.arange(64.0))) > 0.99
+
+
+def test_random_noise_is_refused_naming_the_file_and_the_way_out(detector, tmp_path):
+    f = _png(tmp_path / "noise.png", np.random.default_rng(1).uniform(0, 255, (512, 512)))
+    with pytest.raises(NotAChestFilmError, match=r"noise\.png.*random noise.*--force"):
+        check_and_scale(read_radiograph(f, default_spacing_mm=None, view="PA"), detector)
+    out, _ = check_and_scale(read_radiograph(f, default_spacing_mm=None, view="PA"), detector, force=True)
+    check = out.meta["film_check"]
+    assert check["forced"] and check["refused"] and any("(--force)" in w for w in out.warnings)
+
+
+def test_a_300_by_5000_strip_is_refused(detector, tmp_path):
+    film = np.asarray(Image.fromarray(np.uint8(read_radiograph(SAMPLE_FILM).image * 255)).resize((300, 5000)))
+    f = _png(tmp_path / "strip.png", film)
+    with pytest.raises(NotAChestFilmError, match=r"300 x 5000 px image \(16\.7:1\)"):
+        check_and_scale(read_radiograph(f, default_spacing_mm=None, view="PA"), detector)
+
+
+def test_the_sample_film_is_not_refused_and_draws_no_warning(detector):
+    out, dets = check_and_scale(read_radiograph(SAMPLE_FILM), detector)
+    check = out.meta["film_check"]
+    assert not check["refused"] and not check["warnings"] and check["bones_conf_0.25"] >= 40
+    assert out.meta["scale"]["source"] == "file"
+
+
+def test_reconstruct_refuses_noise_with_one_line_and_writes_nothing(tmp_path, capsys):
+    from X2BRLib.cli import main
+
+    f = _png(tmp_path / "noise.png", np.random.default_rng(2).uniform(0, 255, (400, 400)))
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(f), "-o", str(out), "--device", "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr()
+    lines = [ln for ln in err.err.splitlines() if ln.startswith("x2br: error:")]
+    assert len(lines) == 1 and "not a frontal chest radiograph" in lines[0]
+    assert json.loads(err.out.strip().splitlines()[-1])["failed"] and not out.exists()

@@ -1,0 +1,117 @@
+"""Is this a frontal chest film? Checks that run before any reconstruction.
+
+Two kinds of evidence:
+
+* the film's own statistics: its aspect ratio (a chest film is about square, 35 x 43 cm at
+  most: a 300 x 5,000 px strip is not one) and how alike neighbouring pixels are (the
+  correlation of horizontally adjacent pixels of the network image: about 0 for random noise,
+  above 0.9 for every real film of the gallery);
+* the bone detector (YOLOv9t, 45 bones): a film on which it finds no bone at all, even at
+  confidence 0.1, is refused; one on which it finds few with confidence >= 0.25 gets a warning
+  (a lateral film, another body part, a child, or a film unlike the training films).
+
+Refusals raise :class:`NotAChestFilmError` (an InputError: one line, exit 2) unless forced
+(``x2br reconstruct --force``); the result of every check is kept for report.json. The
+thresholds are settings chosen against ``bench/bench_filmcheck.py`` (its output is committed in
+``bench/README.md``): no frontal film of the gallery or simulated film is refused.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+
+MAX_ASPECT = 2.5              # longer / shorter side
+MIN_NEIGHBOUR_CORRELATION = 0.5
+REFUSE_BELOW_CONFIDENCE = 0.1  # no bone at this confidence: refused
+WARN_CONFIDENCE = 0.25
+WARN_BELOW_BONES = 10          # fewer bones at WARN_CONFIDENCE: a warning
+N_BONES = 45
+
+
+class NotAChestFilmError(InputError):
+    """The image does not look like a frontal chest radiograph."""
+
+
+def neighbour_correlation(image: np.ndarray) -> float:
+    """Pearson correlation of horizontally adjacent pixels of an (H, W) image (0 when constant)."""
+    a = np.asarray(image, np.float64)
+    x, y = a[:, :-1].ravel(), a[:, 1:].ravel()
+    sx, sy = x.std(), y.std()
+    if sx == 0 or sy == 0:
+        return 0.0
+    return float(((x - x.mean()) * (y - y.mean())).mean() / (sx * sy))
+
+
+def image_checks(size_px, net_image: np.ndarray) -> dict:
+    """Statistics of the film alone. size_px: (width, height) of the file; net_image: (h, w) in
+    [0, 1] as the networks see it. Returns {"aspect", "neighbour_correlation", "refusals": [...]}."""
+    w, h = int(size_px[0]), int(size_px[1])
+    aspect = max(w, h) / max(1, min(w, h))
+    corr = neighbour_correlation(net_image)
+    refusals = []
+    if aspect > MAX_ASPECT:
+        refusals.append(f"a {w} x {h} px image ({aspect:.1f}:1) is not shaped like a chest film "
+                        f"(at most {MAX_ASPECT}:1)")
+    if corr < MIN_NEIGHBOUR_CORRELATION:
+        refusals.append(f"neighbouring pixels are nearly unrelated (correlation {corr:.2f}, a film "
+                        f"has > {MIN_NEIGHBOUR_CORRELATION}): this looks like random noise")
+    return {"aspect": round(aspect, 3), "neighbour_correlation": round(corr, 4), "refusals": refusals}
+
+
+def detection_checks(detections) -> dict:
+    """Evidence from the detector. detections: objects with ``confidence`` (at most one per bone,
+    found at confidence >= REFUSE_BELOW_CONFIDENCE or lower). Returns {"bones_conf_0.1",
+    "bones_conf_0.25", "mean_confidence", "refusals": [...], "warnings": [...]}."""
+    conf = np.array([d.confidence for d in detections], float)
+    n_low = int((conf >= REFUSE_BELOW_CONFIDENCE).sum())
+    n_ok = int((conf >= WARN_CONFIDENCE).sum())
+    out = {"bones_conf_0.1": n_low, "bones_conf_0.25": n_ok,
+           "mean_confidence": round(float(conf.mean()), 4) if len(conf) else 0.0,
+           "refusals": [], "warnings": []}
+    if n_low == 0:
+        out["refusals"].append(f"the bone detector finds no chest bone (none of {N_BONES} at confidence "
+                               f">= {REFUSE_BELOW_CONFIDENCE})")
+    elif n_ok < WARN_BELOW_BONES:
+        out["warnings"].append(f"the bone detector finds only {n_ok} of {N_BONES} bones with confidence "
+                               f">= {WARN_CONFIDENCE}: this may not be a frontal chest film (a lateral film, "
+                               "another body part, a child) or it differs from the simulated training "
+                               "films; check the result")
+    return out
+
+
+def check_film(size_px, net_image, detections, force: bool = False, path=None) -> dict:
+    """Both checks; raises NotAChestFilmError on any refusal unless ``force``.
+
+    Returns the record for report.json: {"aspect", "neighbour_correlation", "bones_conf_0.1",
+    "bones_conf_0.25", "mean_confidence", "refused": [...], "forced": bool, "warnings": [...]}."""
+    img = image_checks(size_px, net_image)
+    det = detection_checks(detections)
+    refusals = img.pop("refusals") + det.pop("refusals")
+    warnings = det.pop("warnings")
+    if refusals and not force:
+        raise NotAChestFilmError("not a frontal chest radiograph: " + "; ".join(refusals)
+                                 + " (pass --force to reconstruct anyway)", path)
+    if refusals:
+        warnings = [f"reconstructed although it does not look like a chest film (--force): "
+                    + "; ".join(refusals)] + warnings
+    return {**img, **det, "refused": refusals, "forced": bool(refusals and force), "warnings": warnings}
+
+
+def check_and_scale(radiograph, detector, pixel_spacing_mm=None, force: bool = False):
+    """The checks before a reconstruction: detect the bones on the film as the networks see it,
+    refuse what is not a chest film (unless ``force``), choose the pixel spacing
+    (:func:`X2BRLib.scale.resolve`). Returns (radiograph with that spacing, its meta holding
+    'film_check' and 'scale' and its warnings what was assumed; detections)."""
+    from dataclasses import replace
+
+    from . import scale
+    from .io.radiograph import to_network_input
+
+    image, geom = to_network_input(radiograph, (detector.imgsz, detector.imgsz))
+    dets = detector.detect(image, conf=REFUSE_BELOW_CONFIDENCE)
+    check = check_film(radiograph.geometry.size_px, image, dets, force=force, path=radiograph.path)
+    radiograph = replace(radiograph, meta={**radiograph.meta, "film_check": check},
+                         warnings=list(radiograph.warnings) + check["warnings"])
+    radiograph, _ = scale.resolve(radiograph, dets, geom, pixel_spacing_mm)
+    return radiograph, dets

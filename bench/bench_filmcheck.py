@@ -1,0 +1,124 @@
+"""Film check (X2BRLib.filmcheck) on what users give: chest films and things that are not.
+
+Inputs, each read as a user's file would be and put through ``filmcheck.check_and_scale``
+with the shipped detector (no ``--force``):
+
+* not chest films, made here: uniform and Gaussian noise, smoothed noise, a 300 x 5,000 px
+  noise strip and the sample film stretched to 300 x 5,000, four photographs bundled with
+  scikit-image (camera, astronaut, coins, moon), an axial and a coronal slice of the bundled
+  sample CT saved as 8-bit PNG (and of every ``--ct-dir`` CT);
+* the bundled simulated sample film;
+* ``--films DIR``: every file of a gallery of real films; its kind is read from the name
+  (``*_lat.*`` lateral, else frontal). Frontal films must never be refused.
+
+    .venv/bin/python bench/bench_filmcheck.py [--films ../shared/data/films] [--ct-dir ../shared/data/ct]
+
+For each image: verdict (refused / warned / ok), aspect, neighbour correlation, bones found
+at confidence >= 0.1 and >= 0.25, and the pixel spacing used (source, chest width).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def make_non_chest(folder: Path, ct_paths) -> list[tuple[str, Path]]:
+    """Write the not-a-chest-film images into ``folder``: [(name, path)]."""
+    import SimpleITK as sitk
+    from PIL import Image
+    from scipy import ndimage
+    from skimage import data
+
+    from X2BRLib.io.radiograph import read_radiograph
+
+    rng = np.random.default_rng(0)
+    out = []
+
+    def save(name, arr):
+        p = folder / f"{name}.png"
+        Image.fromarray(np.asarray(arr).astype(np.uint8)).save(p)
+        out.append((name, p))
+
+    save("noise_uniform", rng.uniform(0, 255, (1024, 1024)))
+    save("noise_gaussian", np.clip(rng.normal(128, 40, (1024, 1024)), 0, 255))
+    sm = ndimage.gaussian_filter(rng.normal(0, 1, (1024, 1024)), 8)
+    save("noise_smoothed", (sm - sm.min()) / np.ptp(sm) * 255)
+    save("strip_noise_300x5000", rng.uniform(0, 255, (5000, 300)))
+    film = read_radiograph(REPO / "Resources" / "SampleData" / "sample_radiograph.dcm").image
+    save("strip_sample_film_300x5000", np.asarray(Image.fromarray(np.uint8(film * 255)).resize((300, 5000))))
+    for name in ("camera", "astronaut", "coins", "moon"):
+        save(f"photo_{name}", getattr(data, name)())
+    for i, ct in enumerate(ct_paths):
+        vol = sitk.GetArrayFromImage(sitk.ReadImage(str(ct)))  # (z, y, x)
+        tag = Path(ct).parent.name if Path(ct).name == "ct.nii.gz" else Path(ct).name.split(".")[0]
+        save(f"ct_axial_{tag}", np.clip((vol[vol.shape[0] // 2] + 1000) / 2000, 0, 1) * 255)
+        if vol.shape[0] >= 64:
+            save(f"ct_coronal_{tag}", np.clip((vol[:, vol.shape[1] // 2, :][::-1] + 1000) / 2000, 0, 1) * 255)
+    return out
+
+
+def main(argv=None) -> int:
+    from X2BRLib.detect.detector import Detector
+    from X2BRLib.errors import InputError
+    from X2BRLib.filmcheck import NotAChestFilmError, check_and_scale
+    from X2BRLib.io.radiograph import read_radiograph
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--films", help="a folder of real chest films (the gallery)")
+    ap.add_argument("--ct-dir", help="a folder of */ct.nii.gz chest CTs: their slices as not-films")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore")
+    det = Detector(device=args.device)
+    cts = [REPO / "Resources" / "SampleData" / "chest_ct_3mm.nii.gz"]
+    if args.ct_dir:
+        cts += sorted(Path(p) for p in glob.glob(str(Path(args.ct_dir) / "*" / "ct.nii.gz")))
+    counts = {}
+    print("| image | kind | verdict | aspect | neighbour corr. | bones >= 0.1 | bones >= 0.25 | spacing mm (source) | chest width mm |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        items = [(n, p, "not a chest film") for n, p in make_non_chest(Path(tmp), cts)]
+        items.append(("sample_radiograph.dcm", REPO / "Resources" / "SampleData" / "sample_radiograph.dcm",
+                       "simulated frontal"))
+        if args.films:
+            for p in sorted(Path(args.films).iterdir()):
+                if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm"):
+                    items.append((p.name, p, "lateral" if "_lat." in p.name else "frontal"))
+        for name, path, kind in items:
+            try:
+                rad = read_radiograph(path, default_spacing_mm=None)
+            except InputError as e:
+                verdict, cells = "refused by the reader", [str(e).split(": ")[-1]] + [""] * 5
+            else:
+                try:
+                    out, _ = check_and_scale(rad, det)
+                except NotAChestFilmError as e:
+                    forced, _ = check_and_scale(rad, det, force=True)
+                    fc, sc, verdict = forced.meta["film_check"], None, "refused"
+                else:
+                    fc, sc = out.meta["film_check"], out.meta["scale"]
+                    verdict = "warned" if fc["warnings"] else "ok"
+                cells = [f"{fc['aspect']:.2f}", f"{fc['neighbour_correlation']:.3f}", str(fc["bones_conf_0.1"]),
+                         str(fc["bones_conf_0.25"]),
+                         "" if sc is None else f"{sc['spacing_mm'][0]:.4g} ({sc['source']})",
+                         "" if sc is None or sc["chest_width_mm"] is None else f"{sc['chest_width_mm']:.0f}"]
+            counts.setdefault(kind, {}).setdefault(verdict.split(" ")[0], 0)
+            counts[kind][verdict.split(" ")[0]] += 1
+            print(f"| {name} | {kind} | {verdict} | " + " | ".join(cells) + " |", flush=True)
+    print()
+    for kind, c in counts.items():
+        print(f"{kind}: " + ", ".join(f"{v} {k}" for k, v in sorted(c.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
