@@ -138,10 +138,18 @@ def estimate_spacing(detections, net_geometry, radiograph_geometry, prior: dict 
     return {"spacing_mm": (su * ratio, sv * ratio), "uncertainty_rel": round(unc, 4), "fit": fit}
 
 
-def chest_width_mm(spacing_ratio: float, prior: dict | None = None) -> float:
-    """Rib-cage width (mm) implied by a spacing ``spacing_ratio`` times the estimated one."""
-    prior = prior or load_prior()
-    return float(prior["rib_cage_width_mm"]) * spacing_ratio
+def rib_cage_width_px(detections, min_confidence: float = MIN_CONFIDENCE) -> float | None:
+    """Outer rib-cage width in network px: from the right ribs' leftmost box edge to the left
+    ribs' rightmost (columns run toward the patient's left); None without ribs on both sides."""
+    left = [d.box_px[2] for d in detections if 1 <= d.label <= 12 and d.confidence >= min_confidence]
+    right = [d.box_px[0] for d in detections if 13 <= d.label <= 24 and d.confidence >= min_confidence]
+    return max(left) - min(right) if left and right else None
+
+
+def chest_width_mm(detections, net_spacing_mm: float, magnification: float) -> float | None:
+    """Rib-cage width in mm at the isocentre implied by a network pixel pitch (detector mm)."""
+    w = rib_cage_width_px(detections)
+    return None if w is None else float(w * net_spacing_mm / magnification)
 
 
 def resolve(radiograph, detections, net_geometry, user_spacing_mm=None, prior: dict | None = None):
@@ -151,7 +159,8 @@ def resolve(radiograph, detections, net_geometry, user_spacing_mm=None, prior: d
     its geometry then holds a placeholder). Returns a new Radiograph whose geometry, meta
     ('spacing_mm', 'spacing_source', 'scale') and warnings say what was used.
     scale record: {"spacing_mm", "source": user | file | estimate | default, "from",
-    "uncertainty_rel", "estimate": {...} | None, "chest_width_mm", "status"}.
+    "uncertainty_rel", "estimate": {...} | None, "chest_width_mm" (rib cage, at the isocentre;
+    None without ribs on both sides), "field_mm" (the image's longer side), "status"}.
     """
     prior = prior or load_prior()
     g = radiograph.geometry
@@ -170,7 +179,8 @@ def resolve(radiograph, detections, net_geometry, user_spacing_mm=None, prior: d
             implied = 1.0 / factor
             lo, hi = PLAUSIBLE_SIZE_FACTOR
             if not lo <= implied <= hi:
-                width = chest_width_mm(implied, prior)
+                width = chest_width_mm(detections, net_geometry.spacing_mm[0], net_geometry.magnification) \
+                    or float(prior["rib_cage_width_mm"]) * implied
                 if est["fit"]["n_bones"] >= MIN_BONES_TO_OVERRIDE:
                     new_warnings.append(
                         f"the file's pixel spacing {sp[0]:.4g} mm ({file_src}) implies a chest "
@@ -197,14 +207,16 @@ def resolve(radiograph, detections, net_geometry, user_spacing_mm=None, prior: d
         new_warnings.append(f"no pixel spacing in the file ({meta.get('spacing_why') or 'none given'}) and "
                             f"too few bones found to estimate it; using {sp[0]:.4g} mm ({origin}): "
                             "sizes are a guess, pass --pixel-spacing MM")
-    ratio = sp[0] / est["spacing_mm"][0] if est is not None else None
+    width = chest_width_mm(detections, net_geometry.spacing_mm[0] * sp[0] / g.spacing_mm[0],
+                           net_geometry.magnification)
     record = {"spacing_mm": [round(float(x), 6) for x in sp], "source": source, "from": origin,
               "uncertainty_rel": unc,
               "estimate": None if est is None else {
                   "spacing_mm": [round(float(x), 6) for x in est["spacing_mm"]],
                   "uncertainty_rel": est["uncertainty_rel"], **est["fit"],
                   "px_per_mm": round(est["fit"]["px_per_mm"], 6), "se_rel": round(est["fit"]["se_rel"], 5)},
-              "chest_width_mm": None if ratio is None else round(chest_width_mm(ratio, prior), 1),
+              "chest_width_mm": None if width is None else round(width, 1),
+              "field_mm": round(float(max(sp[0] * g.size_px[0], sp[1] * g.size_px[1])), 1),
               "prior": prior.get("name")}
     record["status"] = status_line(record)
     meta.update(spacing_mm=list(sp), spacing_source=file_src if source == "file" else source, scale=record)
@@ -223,7 +235,7 @@ def status_line(record: dict) -> str:
     if record["source"] == "estimate":
         text += f", +/- {100 * record['uncertainty_rel']:.0f} %)"
     if record.get("chest_width_mm") is not None:
-        text += f"; chest about {record['chest_width_mm']:.0f} mm wide"
+        text += f"; rib cage about {record['chest_width_mm']:.0f} mm wide"
     return text
 
 
