@@ -37,17 +37,6 @@ from pathlib import Path
 QUALITIES = ("fast", "default", "high")
 DEVICES = ("auto", "cpu", "cuda")
 
-# Python packages the reconstruction needs in Slicer's Python, beyond what Slicer ships
-# (numpy, vtk, SimpleITK, Pillow stay Slicer's own; torch and torchvision come through the
-# PyTorch extension). Ranges, not pins: these must live next to other extensions' packages.
-# ultralytics runs the bone detector of the X2BR refinement (its CPD is X2BR's own torch code;
-# pycpd is only the reference in tests and benchmarks); matplotlib draws OUT/preview.png.
-PIP_REQUIREMENTS = ("timm>=1.0", "scikit-image>=0.22", "scipy>=1.11", "slicerio>=1.4", "pydicom>=3.0",
-                    "ultralytics>=8.3", "tqdm>=4.66", "matplotlib>=3.5")
-NEVER_INSTALL = ("numpy", "vtk", "SimpleITK", "torch", "torchvision", "pillow")  # Slicer's own / PyTorch extension
-TORCH_REQUIREMENT = ">=2.4"  # as pyproject.toml
-TORCHVISION_REQUIREMENT = ">=0.19"
-
 # Share of the progress bar reached at each stage.
 STAGE_PROGRESS = {"starting": 0.05, "reconstructing": 0.2, "written": 0.9, "loading": 0.95, "done": 1.0}
 _WARNING = re.compile(r"^(?P<where>.*?):\d+: (?P<category>\w*Warning): (?P<message>.*)$")
@@ -280,46 +269,6 @@ class ReconstructionProcess:
                 + (":\n" + "\n".join(tail) if tail else ""))
 
 
-def requirement_satisfied(requirement: str) -> bool:
-    """Is a requirement (``name>=version``) installed, judged from package metadata without
-    importing the package?"""
-    import importlib.metadata
-
-    from packaging.requirements import Requirement
-
-    req = Requirement(requirement)
-    try:
-        return importlib.metadata.version(req.name) in req.specifier
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-def missing_requirements(requirements=PIP_REQUIREMENTS) -> list[str]:
-    return [r for r in requirements if not requirement_satisfied(r)]
-
-
-def constraint_pins(names=NEVER_INSTALL) -> list[str]:
-    """``name==version`` of each installed distribution among names: a pip constraints file
-    that keeps Slicer's own numpy, SimpleITK, torch... where they are."""
-    import importlib.metadata
-
-    pins = []
-    for name in names:
-        try:
-            pins.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return pins
-
-
-def import_name(requirement: str) -> str:
-    """The module a requirement's distribution is imported as (scikit-image -> skimage)."""
-    from packaging.requirements import Requirement
-
-    name = Requirement(requirement).name.lower()
-    return {"scikit-image": "skimage"}.get(name, name.replace("-", "_"))
-
-
 def python_executable() -> str:
     """The interpreter to run the command with: ``PythonSlicer`` inside Slicer (found on PATH
     next to the application), else this interpreter."""
@@ -328,7 +277,6 @@ def python_executable() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
-__all__ = ["QUALITIES", "DEVICES", "PIP_REQUIREMENTS", "NEVER_INSTALL", "STAGE_PROGRESS", "library_root",
+__all__ = ["QUALITIES", "DEVICES", "STAGE_PROGRESS", "library_root",
            "reconstruct_command", "subprocess_environment", "Event", "parse_line", "kill_process_tree",
-           "ReconstructionProcess", "requirement_satisfied", "missing_requirements", "constraint_pins", "import_name",
-           "python_executable"]
+           "ReconstructionProcess", "python_executable"]

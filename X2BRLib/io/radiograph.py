@@ -309,7 +309,10 @@ def _pair(ds, key):
 def _read_dicom(p: Path, notes: _Notes):
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    try:
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:  # pydicom 2.x, as 3D Slicer ships it (the Slicer module never replaces it)
+        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(p)
