@@ -175,3 +175,37 @@ def test_changed_pixels_send_the_volume_itself(mrml, tmp_path):
     sent = scene_input.radiograph_input(node, tmp_path, dicom_file=FILM)
     assert sent.source == "volume" and sent.path.endswith(".nrrd")
     assert read_radiograph(sent.path).image.shape == read_radiograph(FILM).image.shape
+
+
+# ---------------------------------------------------------------------- the refinement's closed meshes
+def test_the_refinements_closed_meshes_are_the_closed_surfaces_shown(mrml, tmp_path):
+    """With --refine the command writes one closed mesh per bone (meshes/<bone>.stl, LPS mm): those
+    are loaded as the segments' closed surfaces, not Slicer's surfaces of the voxel labels."""
+    import vtk
+    from vtkmodules.util import numpy_support
+
+    from X2BRLib.io.outputs import write_stl
+
+    mrml_scene, _ = mrml
+    sphere = vtk.vtkSphereSource()
+    sphere.SetCenter(-36.0, 0.0, -0.0)  # LPS mm, on the sternum block of _bones_file
+    sphere.SetRadius(10.0)
+    sphere.SetThetaResolution(24)
+    sphere.SetPhiResolution(16)
+    sphere.Update()
+    poly = sphere.GetOutput()
+    verts_lps = numpy_support.vtk_to_numpy(poly.GetPoints().GetData()).astype(np.float64)
+    faces = numpy_support.vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+    (tmp_path / "meshes").mkdir()
+    write_stl(tmp_path / "meshes" / "sternum.stl", verts_lps, faces)
+
+    _, seg, _ = scene_results.load_result(mrml_scene, _bones_file(tmp_path / "a.seg.nrrd"), FILM, "chest",
+                                          meshes_dir=tmp_path / "meshes")
+    shown = numpy_support.vtk_to_numpy(scene.closed_surface(seg, "sternum").GetPoints().GetData())
+    assert scene.closed_surface(seg, "sternum").GetNumberOfPolys() == len(faces)
+    expected_ras = verts_lps * [-1, -1, 1]
+    assert np.allclose(np.unique(np.round(shown, 3), axis=0), np.unique(np.round(expected_ras, 3), axis=0), atol=1e-3)
+    rib = scene.closed_surface(seg, "rib_left_3")  # no mesh for it: Slicer's surface of its labels
+    assert rib.GetNumberOfPoints() > 0 and not np.allclose(rib.GetBounds(), scene.closed_surface(seg, "sternum").GetBounds())
+    assert seg.GetSegmentation().GetSourceRepresentationName() == scene.BINARY_LABELMAP  # labels stay what is edited
+    assert scene_results.content_at_risk(seg) is None

@@ -344,6 +344,8 @@ def test_the_command_line_is_one_the_x2br_command_accepts(tmp_path):
     args = build_parser().parse_args(cmd[3:])
     assert (args.device, args.quality, args.overwrite, args.no_meshes) == ("cpu", "fast", True, True)
     assert args.inputs == [str(tmp_path / "film.dcm")] and args.output == str(tmp_path / "out")
+    refined = build_parser().parse_args(sp.reconstruct_command("py", "f.dcm", "out", refine=True)[3:])
+    assert refined.refine and not refined.no_meshes  # the refinement's closed meshes are loaded as surfaces
     with pytest.raises(ValueError, match="quality"):
         sp.reconstruct_command("python", "f.png", "out", quality="best")
     env = sp.subprocess_environment({"PYTHONPATH": "/x"})

@@ -543,7 +543,7 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
 
         film, segmentation, notes = scene_results.load_result(
             slicer.mrmlScene, os.path.join(task["outDir"], "bones.seg.nrrd"), task["radiograph"],
-            task["inputVolume"].GetName(), task["choice"])
+            task["inputVolume"].GetName(), task["choice"], meshes_dir=os.path.join(task["outDir"], "meshes"))
         for note in notes:
             logging.warning("X2BR: " + note)
         task["warnings"].extend(notes)

@@ -185,8 +185,43 @@ def place_film(scene, radiograph_path, name: str):
     return scene_mod.add_radiograph_volume(scene, radiograph, name=scene.GenerateUniqueName(name))
 
 
-def load_result(scene, segmentation_path, radiograph_path, film_name: str, choice: OutputChoice | None = None):
-    """Load one run's output: place its film, load its bones where :func:`choose_output` said.
+def load_closed_meshes(segmentation_node, meshes_dir) -> list[str]:
+    """Use the command's closed meshes (``meshes/<bone>.stl``, LPS mm: with ``--refine`` the
+    deformed template, one closed piece per bone) as the segments' closed-surface representation
+    (shown in 3D), in place of Slicer's surfaces computed from the voxel labels. The labels stay
+    the source representation (what Segment Editor edits and File > Save writes): after an edit,
+    Slicer recomputes that segment's surface from its labels. Returns the segment IDs done."""
+    import vtk
+
+    from .scene import CLOSED_SURFACE, LPS_TO_RAS, _vtk_matrix
+
+    done = []
+    segmentation = segmentation_node.GetSegmentation()
+    for segment_id in _segment_ids(segmentation):
+        path = Path(meshes_dir) / f"{segment_id}.stl"
+        if not path.is_file():
+            continue
+        reader = vtk.vtkSTLReader()
+        reader.SetFileName(str(path))
+        transform = vtk.vtkTransform()
+        transform.SetMatrix(_vtk_matrix(LPS_TO_RAS))  # a rotation (det +1): faces keep their orientation
+        to_ras = vtk.vtkTransformPolyDataFilter()
+        to_ras.SetInputConnection(reader.GetOutputPort())
+        to_ras.SetTransform(transform)
+        to_ras.Update()
+        poly = vtk.vtkPolyData()
+        poly.DeepCopy(to_ras.GetOutput())
+        if poly.GetNumberOfPolys() == 0:
+            continue
+        segmentation.GetSegment(segment_id).AddRepresentation(CLOSED_SURFACE, poly)
+        done.append(segment_id)
+    return done
+
+
+def load_result(scene, segmentation_path, radiograph_path, film_name: str, choice: OutputChoice | None = None,
+                meshes_dir=None):
+    """Load one run's output: place its film, load its bones where :func:`choose_output` said
+    (and, when ``meshes_dir`` holds the command's closed meshes, show those: :func:`load_closed_meshes`).
 
     Returns (film node or None when the film could not be placed, segmentation node, notes:
     [str] for the user). Nothing earlier is overwritten unless ``choice.node`` was picked by
@@ -207,9 +242,12 @@ def load_result(scene, segmentation_path, radiograph_path, film_name: str, choic
     name = choice.name if node is not None else result_name(scene, film_name, choice.run)
     segmentation = scene_mod.load_segmentation(scene, Path(segmentation_path), node=node, name=name,
                                                source_volume=film)
+    if meshes_dir is not None and Path(meshes_dir).is_dir():
+        load_closed_meshes(segmentation, meshes_dir)
     mark_as_result(segmentation, film_name, choice.run)
     return film, segmentation, notes
 
 
 __all__ = ["FILM_ATTRIBUTE", "RUN_ATTRIBUTE", "FINGERPRINT_ATTRIBUTE", "segmentation_fingerprint", "mark_as_result",
-           "content_at_risk", "next_run", "result_name", "OutputChoice", "choose_output", "place_film", "load_result"]
+           "content_at_risk", "next_run", "result_name", "OutputChoice", "choose_output", "place_film",
+           "load_closed_meshes", "load_result"]

@@ -2,7 +2,7 @@
 
 The Slicer module never imports torch: it runs the same command a user can run,
 
-    <python> -m X2BRLib.cli reconstruct <radiograph> -o <folder> --device D --quality Q --overwrite --no-meshes [--refine]
+    <python> -m X2BRLib.cli reconstruct <radiograph> -o <folder> --device D --quality Q --overwrite [--no-meshes | --refine]
 
 with Slicer's Python (``PythonSlicer``), reads its output lines as they come
 (without blocking: a reader thread fills a queue that the caller drains from a
@@ -52,15 +52,18 @@ def reconstruct_command(python: str, radiograph, output_dir, device: str = "auto
                         weights=None, refine: bool = False) -> list[str]:
     """The ``x2br reconstruct`` command line for one radiograph (list of arguments, no shell).
 
-    Replaces what is in output_dir (a folder the caller owns) and skips the STL meshes
-    (Slicer makes its own surfaces from the segmentation).
+    Replaces what is in output_dir (a folder the caller owns). Without refine it skips the STL
+    meshes (Slicer makes its surfaces from the labels); with refine it writes them: they are the
+    refinement's closed meshes, loaded as the segments' closed surfaces.
     """
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
     if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
         raise ValueError(f"device must be one of {', '.join(DEVICES)} or cuda:N, got {device!r}")
     cmd = [str(python), "-m", "X2BRLib.cli", "reconstruct", str(radiograph), "-o", str(output_dir),
-           "--device", device, "--quality", quality, "--overwrite", "--no-meshes", "--no-progress"]
+           "--device", device, "--quality", quality, "--overwrite", "--no-progress"]
+    if not refine:
+        cmd.append("--no-meshes")
     if weights:
         cmd += ["--weights", str(weights)]
     if refine:
