@@ -209,3 +209,15 @@ def test_the_refinements_closed_meshes_are_the_closed_surfaces_shown(mrml, tmp_p
     assert rib.GetNumberOfPoints() > 0 and not np.allclose(rib.GetBounds(), scene.closed_surface(seg, "sternum").GetBounds())
     assert seg.GetSegmentation().GetSourceRepresentationName() == scene.BINARY_LABELMAP  # labels stay what is edited
     assert scene_results.content_at_risk(seg) is None
+
+
+def test_a_placed_film_is_reconstructed_from_its_source_never_from_its_display_pixels(mrml, tmp_path):
+    from X2BRLib.errors import InputError
+
+    mrml_scene, _ = mrml
+    copy = scene_input.dicom_with_spacing(FILM, (0.3, 0.3), tmp_path / "copy.dcm")  # as a run's temporary film
+    film, _, _ = scene_results.load_result(mrml_scene, _bones_file(tmp_path / "a.seg.nrrd"), copy, "chest")
+    assert scene_input.radiograph_input(film, tmp_path).path == str(copy)
+    copy.unlink()  # the run's temporary folder is deleted after loading
+    with pytest.raises(InputError, match="is a film X2BR placed in the patient.*pick the radiograph you loaded"):
+        scene_input.radiograph_input(film, tmp_path)

@@ -119,8 +119,13 @@ def radiograph_input(volume_node, folder, dicom_file=None) -> FilmInput:
     from .scene import READABLE_SUFFIXES, write_volume_file
 
     placed = volume_node.GetAttribute("X2BR.source")
-    if volume_node.GetAttribute("X2BR.role") and placed and os.path.isfile(placed):
-        return FilmInput(placed, "placed film")
+    if volume_node.GetAttribute("X2BR.role"):
+        if placed and os.path.isfile(placed):
+            return FilmInput(placed, "placed film")
+        from .errors import InputError  # its spacing is the isocentre plane's, not the detector's: never a film
+
+        raise InputError(f"'{volume_node.GetName()}' is a film X2BR placed in the patient and the file it was "
+                         "made from is gone (a temporary copy): pick the radiograph you loaded as the input")
     candidate = str(dicom_file) if dicom_file and os.path.isfile(dicom_file) else None
     storage = volume_node.GetStorageNode()
     if candidate is None and storage is not None and storage.GetFileName():
