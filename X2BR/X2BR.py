@@ -80,7 +80,8 @@ QuantitativeReporting extension).</li>
 </ol>
 <p>PNG and JPEG files carry no pixel spacing: X2BR then assumes 0.143 mm per detector pixel. If you know
 the detector pixel spacing, set it first in the Volumes module (Volume Information, Image Spacing).
-DICOM CR/DX files give the spacing, distances and view.</p>
+DICOM CR/DX files give the spacing, distances and view; a spacing set in the Volumes module wins over
+the file's.</p>
 <p>The first run installs the Python packages X2BR needs (PyTorch through the PyTorch extension; the
 refinement's detector only when refinement is ticked); Slicer's own packages (numpy, SimpleITK, pydicom...)
 are never replaced. After that everything runs offline: the network weights are bundled.</p>
