@@ -209,6 +209,10 @@ def test_the_refinements_closed_meshes_are_the_closed_surfaces_shown(mrml, tmp_p
     assert rib.GetNumberOfPoints() > 0 and not np.allclose(rib.GetBounds(), scene.closed_surface(seg, "sternum").GetBounds())
     assert seg.GetSegmentation().GetSourceRepresentationName() == scene.BINARY_LABELMAP  # labels stay what is edited
     assert scene_results.content_at_risk(seg) is None
+    _paint(seg, "sternum")  # after an edit, Slicer's surface of the edited labels replaces the mesh
+    assert seg.GetSegmentation().GetSegment("sternum").GetRepresentation(scene.CLOSED_SURFACE) is None
+    assert scene.create_closed_surfaces(seg)
+    assert scene.closed_surface(seg, "sternum").GetNumberOfPolys() != len(faces)
 
 
 def test_a_placed_film_is_reconstructed_from_its_source_never_from_its_display_pixels(mrml, tmp_path):
