@@ -153,14 +153,16 @@ def _apply_voi(arr, ds, meta, notes):
     has_window = "WindowCenter" in ds and "WindowWidth" in ds
     if np.ptp(arr) == 0 or not (has_lut or has_window):
         return arr
+    if has_lut and np.array_equal(arr, np.round(arr)):  # LUT look-ups want integer input
+        arr = arr.astype(np.int64)
     try:
         voi = np.asarray(apply_voi_lut(arr, ds, index=0, prefer_lut=True), float)
     except Exception as e:
         notes.add(f"VOI LUT / window could not be applied ({type(e).__name__}: {e}); ignored")
-        return arr
+        return np.asarray(arr, float)
     if np.ptp(voi) == 0:
         notes.add("the VOI LUT / window maps every pixel to one value; ignored")
-        return arr
+        return np.asarray(arr, float)
     meta.update(voi_applied=True, voi="VOILUTSequence" if has_lut else "window")
     if not has_lut:
         centre, width = (_first(ds.WindowCenter), _first(ds.WindowWidth))

@@ -1,7 +1,7 @@
 """Reading chest radiographs into one normalised type, :class:`Radiograph`.
 
-Supported files: DICOM (CR, DX, DX-for-presentation; by extension or by the
-``DICM`` preamble), PNG / JPEG / TIFF (8 or 16 bit, grey or colour) through
+Supported files: DICOM (CR, DX; by extension, by the ``DICM`` preamble or as a bare
+data set without file meta; compressed or not, see :mod:`X2BRLib.io.dicom_read`), PNG / JPEG / TIFF (8 or 16 bit, grey or colour) through
 Pillow, and 2D NRRD / NIfTI / MHA / MHD through SimpleITK (a 3D file holding a
 single slice is accepted). Every problem with the input raises
 :class:`~X2BRLib.errors.InputError` naming the problem and the file; every
@@ -15,7 +15,10 @@ columns toward the patient's left, rows toward the feet (see
 :mod:`X2BRLib.geometry`). Intensities are normalised by mapping the 0.5 and
 99.5 percentiles of the (display-transformed) pixel values to 0 and 1 and
 clipping (the full min / max when those percentiles coincide, e.g. a mostly
-empty image); the window used is kept in ``meta["intensity_window"]``.
+empty image); the window used is kept in ``meta["intensity_window"]``. Flat
+collimation borders are left out of the percentiles and set to 0, burnt-in
+markers take the values around them (:mod:`X2BRLib.io.film_field`; widths in
+``meta["collimation_border_px"]``, marker pixels in ``meta["burnt_in_marker_px"]``).
 """
 from __future__ import annotations
 
