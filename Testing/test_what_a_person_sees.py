@@ -51,7 +51,7 @@ def test_the_preview_title_names_the_file_the_method_the_bones_and_the_scale(tmp
     title = preview_title(rec.report())
     first, second = title.splitlines()
     assert first == "chest.dcm: X2B, 4 of 45 bones, PA view"
-    assert second == "pixel 0.2 x 0.2 mm from the file's ImagerPixelSpacing"
+    assert second == "pixel 0.2 x 0.2 mm (film 26 x 19 mm) from the file's ImagerPixelSpacing"
     refined = dict(rec.report(), stats={"refine": {"method": "x2br"}})
     assert preview_title(refined).startswith("chest.dcm: X2BR (refined), 4 of 45 bones")
 
@@ -59,7 +59,7 @@ def test_the_preview_title_names_the_file_the_method_the_bones_and_the_scale(tmp
         warnings.simplefilter("ignore")
         png = read_radiograph(film_png(tmp_path / "film.png"))
     second = preview_title(reconstruction_of(png).report()).splitlines()[1]
-    assert second.startswith("pixel 0.143 x 0.143 mm from the default (the file gives none")
+    assert second.startswith("pixel 0.143 x 0.143 mm (film 18 x 18 mm) from the default (the file gives none")
     assert second.endswith(f"{len(png.warnings)} warnings in report.json")
 
 

@@ -240,7 +240,7 @@ def preview_figure(image, geometry, labels_xyz, origin_lps_mm, spacing_mm, title
     if groups:
         fig.legend(handles=[Patch(color=c, label=t) for t, c in groups], loc="lower center",
                    ncol=len(groups), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.05 if groups else 0, 1, 0.9 if title else 1))
+    fig.tight_layout(rect=(0, 0.05 if groups else 0, 1, 0.92 if title else 1))
     return fig
 
 

@@ -40,14 +40,19 @@ def bone_groups(labels_xyz=None) -> list[tuple[str, tuple[float, float, float]]]
 
 
 def scale_text(meta: dict | None) -> str:
-    """'pixel 0.143 x 0.143 mm from <source>' (plus an uncertainty when the report has one)."""
+    """'pixel 0.143 x 0.143 mm (film 366 x 366 mm) from <source>' (plus an uncertainty when the
+    report has one): the film's width tells at a glance whether the scale can be right."""
     meta = meta or {}
     spacing = meta.get("spacing_mm")
     if not spacing:
         return "pixel spacing unknown"
     src = str(meta.get("spacing_source") or "unknown")
     size = " x ".join(f"{float(s):.3g}" for s in spacing)
-    text = f"pixel {size} mm from {_SPACING_SOURCES.get(src, src)}"
+    text = f"pixel {size} mm"
+    shape = meta.get("original_shape")  # (rows, columns)
+    if shape and len(shape) == 2 and len(spacing) == 2:
+        text += f" (film {shape[1] * float(spacing[0]):.0f} x {shape[0] * float(spacing[1]):.0f} mm)"
+    text += f" from {_SPACING_SOURCES.get(src, src)}"
     key = next((k for k in sorted(meta) if k.startswith("spacing") and "uncertainty" in k
                 and isinstance(meta[k], (int, float))), None)
     if key is not None:
