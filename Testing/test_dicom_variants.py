@@ -129,6 +129,10 @@ COMPRESSED = {
         ds, imagecodecs.jpegls_encode(a, level=3), uid.JPEGLSNearLossless, lossy=True)),
     "jpeg2000-lossless": (uid.JPEG2000Lossless, False, lambda ds, a: (ds.compress(uid.JPEG2000Lossless), ds)[1]),
     "jpeg2000": (uid.JPEG2000, True, lambda ds, a: (ds.compress(uid.JPEG2000, j2k_cr=[10]), ds)[1]),
+    "htj2k-lossless": (uid.HTJ2KLossless, False, lambda ds, a: encapsulated(
+        ds, imagecodecs.htj2k_encode(a, level=0), uid.HTJ2KLossless)),
+    "deflated": (uid.DeflatedExplicitVRLittleEndian, False, lambda ds, a: (
+        setattr(ds.file_meta, "TransferSyntaxUID", uid.DeflatedExplicitVRLittleEndian), ds)[1]),
 }
 
 

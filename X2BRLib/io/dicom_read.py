@@ -11,7 +11,7 @@ geometry). Three steps, each a function:
    little or big endian, deflated), RLE lossless (pydicom), JPEG baseline and
    extended (8 and 12 bit), JPEG lossless (process 14, selection value 1 or any),
    JPEG-LS (lossless and near-lossless) through pylibjpeg + pylibjpeg-libjpeg, JPEG
-   2000 (lossless and lossy) through pylibjpeg-openjpeg or Pillow. BitsStored <
+   2000 (lossless and lossy) and HTJ2K (tested lossless) through pylibjpeg-openjpeg. BitsStored <
    BitsAllocated is masked and sign-extended (PixelRepresentation 1) by pydicom.
    Anything else is one :class:`~X2BRLib.errors.InputError` line naming the transfer
    syntax (and the package to install when only a decoder is missing).
@@ -106,7 +106,7 @@ def decode_pixels(ds, p: Path) -> np.ndarray:
         decoder = get_decoder(uid)
     except (NotImplementedError, ValueError):
         raise InputError(f"cannot decode the DICOM pixel data: {what} is not supported (X2BR reads "
-                         "uncompressed, deflated, RLE, JPEG, JPEG-LS and JPEG 2000 DICOM)", p) from None
+                         "uncompressed, deflated, RLE, JPEG, JPEG-LS, JPEG 2000 and HTJ2K DICOM)", p) from None
     if not decoder.is_available:
         need = _DECODER_PACKAGES.get(uid, "a pydicom pixel data plugin")
         raise InputError(f"cannot decode the DICOM pixel data: no decoder installed for {what}; "
