@@ -1,7 +1,8 @@
 """Reading chest radiographs into one normalised type, :class:`Radiograph`.
 
 Supported files: DICOM (CR, DX; by extension, by the ``DICM`` preamble or as a bare
-data set without file meta; compressed or not, see :mod:`X2BRLib.io.dicom_read`), PNG / JPEG / TIFF (8 or 16 bit, grey or colour) through
+data set without file meta; compressed or not, see :mod:`X2BRLib.io.dicom_read`),
+PNG / JPEG / TIFF (8 or 16 bit, grey or colour) through
 Pillow, and 2D NRRD / NIfTI / MHA / MHD through SimpleITK (a 3D file holding a
 single slice is accepted). Every problem with the input raises
 :class:`~X2BRLib.errors.InputError` naming the problem and the file; every
