@@ -23,6 +23,8 @@ _SPACING_SOURCES = {
     "argument": "the user (--pixel-spacing)",
     "user": "the user (--pixel-spacing)",
     "default": "the default (the file gives none: sizes are a guess)",
+    "estimate": "an estimate from the image",
+    "estimated": "an estimate from the image",
 }
 
 
