@@ -214,11 +214,16 @@ def test_a_sigmoid_window_is_applied(tmp_path):
     assert np.allclose(r.image, expected(sigmoid), atol=1e-4)
 
 
-def test_a_for_processing_image_linear_in_exposure_is_taken_to_the_log(tmp_path):
+@pytest.mark.parametrize("said_by", ["PresentationIntentType", "SOPClassUID"])
+def test_a_for_processing_image_linear_in_exposure_is_taken_to_the_log(tmp_path, said_by):
     mu = phantom(bone=1.5, background=0.4, noise=0.01, gradient=0.2)  # attenuation line integrals
     intensity = np.round(4000 * np.exp(-mu)).astype(np.uint16)  # raw detector values: bone dark
-    ds = dataset(intensity, 12, PresentationIntentType="FOR PROCESSING", PixelIntensityRelationship="LIN",
-                 PixelIntensityRelationshipSign=1, WindowCenter=1000, WindowWidth=200)
+    ds = dataset(intensity, 12, PixelIntensityRelationship="LIN", PixelIntensityRelationshipSign=1,
+                 WindowCenter=1000, WindowWidth=200)
+    if said_by == "SOPClassUID":  # DX For Processing storage, no PresentationIntentType
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1.1"
+    else:
+        ds.PresentationIntentType = "FOR PROCESSING"
     with pytest.warns(RadiographWarning, match="FOR PROCESSING"):
         r = read_radiograph(save(ds, tmp_path / "raw.dcm"))
     assert r.meta["presentation_intent"] == "FOR PROCESSING" and r.meta["log_applied"] and r.meta["inverted"]

@@ -20,7 +20,8 @@ geometry). Three steps, each a function:
    Modality LUT Sequence), then the VOI LUT Sequence or else the first window
    (VOILUTFunction LINEAR, LINEAR_EXACT or SIGMOID), then MONOCHROME1 (and an
    INVERSE Presentation LUT Shape) inverted.
-   FOR PROCESSING (raw detector values): modality LUT, then PixelIntensityRelationship
+   FOR PROCESSING (raw detector values; PresentationIntentType, or the DX For
+   Processing storage class when that is missing): modality LUT, then PixelIntensityRelationship
    LIN is taken to the log (values proportional to exposure -> attenuation), no VOI,
    and PixelIntensityRelationshipSign +1 (lower value = less X-ray intensity) inverted
    so that bone (where fewer X-rays arrive) is bright; a note says so.
@@ -50,6 +51,7 @@ _DECODER_PACKAGES = {
     "1.2.840.10008.1.2.4.203": "pylibjpeg pylibjpeg-openjpeg",  # HTJ2K
     "1.2.840.10008.1.2.5": "pylibjpeg pylibjpeg-rle",  # RLE (pydicom's own decoder needs nothing)
 }
+DX_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1.1"  # Digital X-Ray Image Storage - For Processing
 _ENCAPSULATED_ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian: first item of encapsulated pixel data
 
 
@@ -129,6 +131,8 @@ def display_values(ds, stored: np.ndarray, meta: dict, notes) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut
 
     intent = str(ds.get("PresentationIntentType", "") or "").strip().upper() or None
+    if intent is None and str(ds.get("SOPClassUID", "")) == DX_FOR_PROCESSING:
+        intent = "FOR PROCESSING"
     meta.update(presentation_intent=intent, bits_stored=_int(ds.get("BitsStored")),
                 bits_allocated=_int(ds.get("BitsAllocated")), pixel_signed=_int(ds.get("PixelRepresentation")) == 1,
                 voi_applied=False, voi=None, inverted=False, log_applied=False)
