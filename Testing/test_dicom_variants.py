@@ -1,6 +1,8 @@
 """DICOM radiographs as hospitals send them, written here by pydicom (and imagecodecs for the
 JPEG family): no file meta, every compressed transfer syntax X2BR claims, 10/12/16 bits
 signed and unsigned, VOI LUTs, FOR PROCESSING images, collimation borders, burnt-in markers."""
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -169,6 +171,25 @@ def test_an_unsupported_transfer_syntax_is_one_line_naming_it(tmp_path):
         read_radiograph(path)
     msg = str(info.value)
     assert "MPEG2" in msg and str(mpeg2) in msg and str(path) in msg and "\n" not in msg
+
+
+def test_a_missing_decoder_is_one_line_saying_what_to_install(tmp_path):
+    """A Python without the decoder packages (blocked in a fresh interpreter) reads a JPEG-LS file."""
+    stored = np.round(phantom()).astype(np.uint16)
+    path = save(encapsulated(dataset(stored, 12), imagecodecs.jpegls_encode(stored), uid.JPEGLSLossless),
+                tmp_path / "jls.dcm")
+    code = ("import sys\n"
+            "for m in ('pylibjpeg', 'openjpeg', 'libjpeg', 'rle', 'jpeg_ls', 'gdcm', 'PIL'): sys.modules[m] = None\n"
+            "from X2BRLib.errors import InputError\n"
+            "from X2BRLib.io.radiograph import read_radiograph\n"
+            "try:\n    read_radiograph(sys.argv[1])\n"
+            "except InputError as e:\n    print(e)\n")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert out.stdout.strip() == (f"{path}: cannot decode the DICOM pixel data: no decoder installed for transfer "
+                                  f"syntax JPEG-LS Lossless Image Compression ({uid.JPEGLSLossless}); install one "
+                                  "with: pip install pylibjpeg pylibjpeg-libjpeg"), out.stderr
 
 
 # ---------------------------------------------------------------------- bits
