@@ -135,11 +135,14 @@ class Reconstructor:
         return info
 
     def reconstruct_image(self, image: np.ndarray, geometry: ProjectionGeometry,
-                          radiograph: Radiograph | None = None, voxel_mm: float | None = None) -> Reconstruction:
+                          radiograph: Radiograph | None = None, voxel_mm: float | None = None,
+                          progress=None) -> Reconstruction:
         """Reconstruct from a film already in network form (image size == geometry.size_px).
 
         voxel_mm: final grid spacing, overriding the quality's (evaluation on another GT grid);
         MISE then starts at twice that, at least 4 mm.
+        progress: optional ``callback(fraction in [0, 1] of MISE, message)``, called after
+        every batch of network queries (see :func:`X2BRLib.x2b.mise.extract_labels`).
         """
         from .x2b.mise import extract_labels
         from .x2b.model import make_decode_fn
@@ -152,7 +155,7 @@ class Reconstructor:
         t1 = time.perf_counter()
         labels, stats = extract_labels(decode, geometry, voxel_mm_final=q["voxel_mm"],
                                        start_voxel_mm=q["start_voxel_mm"], batch_points=self.options.batch_points,
-                                       threshold=self.options.threshold)
+                                       threshold=self.options.threshold, progress=progress)
         t2 = time.perf_counter()
         shape, origin, spacing = geometry.box_grid(q["voxel_mm"])
         timings = {"encode": t1 - t0, "mise_total": t2 - t1}
@@ -169,7 +172,9 @@ class Reconstructor:
         image, geom = to_network_input(radiograph, self.image_size)
         t1 = time.perf_counter()
         report(0.1, "film read and normalised; extracting the bone surfaces (MISE)")
-        rec = self.reconstruct_image(image, geom, radiograph)
+        mise_end = 0.55 if self.refiner is not None else 0.85
+        rec = self.reconstruct_image(image, geom, radiograph, progress=lambda f, m: report(
+            0.1 + (mise_end - 0.1) * f, m))
         if self.refiner is not None:
             report(0.55, "X2B bones extracted; refining (detection, template, CPD)")
             rec = self.refiner.refine(rec, progress=report)
@@ -212,8 +217,11 @@ def write_outputs(rec: Reconstruction, outdir, overwrite: bool = False, meshes: 
             mesh_paths.append(str(outputs.write_stl(out / "meshes" / f"{name}.stl", verts, faces, overwrite=True)))
         paths["meshes"] = mesh_paths
     t1 = time.perf_counter()
+    from .io.preview_text import preview_title
+
     paths["preview"] = str(outputs.write_preview_png(targets[1], rec.image, rec.geometry, rec.labels_xyz,
-                                                     rec.origin_lps_mm, rec.spacing_mm, overwrite=True))
+                                                     rec.origin_lps_mm, rec.spacing_mm, overwrite=True,
+                                                     title=preview_title(rec.report())))
     t2 = time.perf_counter()
     rec.timings_s.update({"write_segmentation_and_meshes": t1 - t0, "write_preview": t2 - t1})
     report = rec.report()

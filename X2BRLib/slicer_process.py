@@ -15,8 +15,9 @@ Lines the command prints (stdout and stderr merged) and what they mean here:
 * ``x2br: reconstructing <file>``: the model is loaded, the reconstruction runs;
 * ``x2br: progress <fraction> <message>``: a stage finished (fraction of this film's work);
 * ``x2br: error: <message>``: the input was refused (exit code 2), shown as is;
-* ``<file>:<line>: <Name>Warning: <message>``: an assumption made while reading
-  the film (e.g. no pixel spacing in a PNG), shown to the user;
+* ``x2br: warning: <message>`` (and, from older versions, ``<file>:<line>: <Name>Warning:
+  <message>``): an assumption made while reading the film (e.g. no pixel spacing in a
+  PNG), shown to the user;
 * one JSON object ``{"reconstructed": [...], "failed": [...]}``: the summary;
 * anything else (tracebacks...): kept in the log.
 """
@@ -116,6 +117,8 @@ def _classify(text: str) -> Event:
         return Event("error", text[len("x2br: error:"):].strip())
     if text.startswith("x2br: interrupted"):
         return Event("error", "interrupted")
+    if text.startswith("x2br: warning:"):
+        return Event("warning", text[len("x2br: warning:"):].strip())
     m = _WARNING.match(text)
     if m:
         return Event("warning", m.group("message").strip())

@@ -171,7 +171,11 @@ class Refiner:
                                      max_iter=opt.max_iter, tol=opt.tol,
                                      source_labels=tmpl.vertex_labels.astype(np.int64),
                                      target_labels=LX, edges=tmpl.edges(), downsample=opt.downsample,
-                                     device=torch.device(self.device))
+                                     device=torch.device(self.device),
+                                     callback=lambda iteration, sigma2, **_: report(
+                                         0.65 + 0.15 * min(iteration, opt.max_iter) / opt.max_iter,
+                                         f"CPD iteration {iteration} of at most {opt.max_iter}, "
+                                         f"sigma^2 {sigma2:.3g} mm^2"))
                 tmpl = tmpl.copy_with_vertices(res.points.detach().cpu().numpy())
                 cpd_info = {"iterations": res.iterations, "sigma2_mm2": float(res.sigma2),
                             "target_points": int(len(X)), "registered_points": int(len(res.indices))}

@@ -35,6 +35,23 @@ def _progress_line(fraction: float, message: str) -> None:
     print(f"x2br: progress {fraction:.2f} {message}", file=sys.stderr, flush=True)
 
 
+class ProgressLines:
+    """A progress callback that prints :func:`_progress_line`, at most one line per ``min_interval_s``
+    within a stage (the message's first two words: 'MISE level', 'CPD iteration'), and always the
+    first line of a new stage and the last (fraction 1)."""
+
+    def __init__(self, min_interval_s: float = 1.0, clock=time.monotonic):
+        self.min_interval_s, self.clock = float(min_interval_s), clock
+        self._last_t, self._last_stage = None, None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        stage, now = " ".join(message.split()[:2]), self.clock()
+        if (stage != self._last_stage or fraction >= 1.0 or self._last_t is None
+                or now - self._last_t >= self.min_interval_s):
+            _progress_line(fraction, message)
+            self._last_t, self._last_stage = now, stage
+
+
 def cmd_train(args) -> int:
     from .train import main as train_main
 
@@ -62,7 +79,7 @@ def cmd_reconstruct(args) -> int:
         try:
             print(f"x2br: reconstructing {f}", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            rec = reconstructor.reconstruct(f, progress=_progress_line)
+            rec = reconstructor.reconstruct(f, progress=ProgressLines())
             paths = write_outputs(rec, outdir, overwrite=args.overwrite, meshes=not args.no_meshes)
             _progress_line(1.0, f"written to {outdir}")
             results.append({"input": str(f), "output": str(outdir), "bones_found": rec.report()["bones_found"],
