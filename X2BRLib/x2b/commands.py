@@ -134,7 +134,10 @@ def cmd_merge_evaluations(args) -> int:
 
 
 def add_commands(sub) -> None:
-    s = sub.add_parser("train", help="train the X2B network (all options: x2br train --help)", add_help=False)
+    # prefix_chars "+": every word after `train` (--data ...) goes to x2b.train's own parser untouched
+    # (argparse.REMAINDER alone drops a leading option: python bug 17050)
+    s = sub.add_parser("train", help="train the X2B network (all options: x2br train --help)", add_help=False,
+                       prefix_chars="+")
     s.add_argument("train_args", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_train)
 
