@@ -19,9 +19,10 @@ from . import __version__, anatomy
 from .errors import InputError
 from .geometry import ProjectionGeometry
 from .io.radiograph import Radiograph, read_radiograph, to_network_input
+from .shipped import resource
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = REPO / "Resources" / "Models" / "x2b"
+DEFAULT_WEIGHTS = resource("Models", "x2b")
 
 # MISE settings per quality: start fine enough that ribs (8-12 mm) are not lost.
 QUALITY = {

@@ -23,9 +23,10 @@ import numpy as np
 from .. import anatomy
 from ..errors import InputError, WeightsError
 from ..io.checked import half_state_dict, read_checked_record, weight_paths, write_with_record
+from ..shipped import resource
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_WEIGHTS = REPO / "Resources" / "Models" / "yolo"
+DEFAULT_WEIGHTS = resource("Models", "yolo")
 FORMAT = "x2br-yolo-weights"
 FORMAT_VERSION = 1
 HINT = "train with `x2br train-detector` (see Resources/Models/yolo/MODEL_CARD.md) or reinstall X2BR"
