@@ -56,8 +56,8 @@ def test_the_committed_licence_table_covers_every_requirement():
             rows[normalise(cells[0])] = cells[2]
     for fname in ("requirements.txt", "requirements-test.txt"):
         for name in requirements(fname):
-            assert rows.get(name, "UNKNOWN") != "UNKNOWN", \
-                f"{name} ({fname}) missing from docs/LICENCES.md: run scripts/list_licences.py --output docs/LICENCES.md"
+            assert rows.get(name, "UNKNOWN") != "UNKNOWN", (f"{name} ({fname}) missing from docs/LICENCES.md: "
+                                                            "run scripts/list_licences.py --output docs/LICENCES.md")
 
 
 def test_pyproject_ranges_hold_the_pinned_and_installed_versions():

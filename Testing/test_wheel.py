@@ -40,11 +40,12 @@ def installed(tmp_path_factory):
     shutil.copytree(REPO / "Resources", src / "Resources")
     for name in BUILD_FILES:
         shutil.copy(REPO / name, src / name)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "--wheel-dir",
-          str(tmp / "dist"), str(src)], cwd=tmp)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    _run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-q", "--wheel-dir", str(tmp / "dist"), str(src)],
+         cwd=tmp)
     wheel = next((tmp / "dist").glob("x2br-*.whl"))
     site = tmp / "site"
-    _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], cwd=tmp)
+    _run(pip + ["install", "-q", "--no-deps", "--target", str(site), str(wheel)], cwd=tmp)
     return {"wheel": wheel, "site": site, "tmp": tmp}
 
 
