@@ -14,6 +14,7 @@ ultralytics loads it.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import pickle
 import re
@@ -55,8 +56,14 @@ def load_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError("checkpoint not found", path)
+    allowed = allowed_classes()
+    if hasattr(torch.serialization, "safe_globals"):  # torch >= 2.5: for this load only
+        scope = torch.serialization.safe_globals(allowed)
+    else:  # torch 2.4: process-wide (the same harmless module classes)
+        torch.serialization.add_safe_globals(allowed)
+        scope = contextlib.nullcontext()
     try:
-        with torch.serialization.safe_globals(allowed_classes()):
+        with scope:
             ck = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))
