@@ -13,9 +13,10 @@ import warnings
 from pathlib import Path
 
 from .errors import X2BRError
+from .shipped import resource
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = REPO / "Resources" / "SampleData"
+SAMPLE_DIR = resource("SampleData")  # the bundled sample film and CT (X2BRLib/shipped.py)
 SAMPLE_CT = {"ct": SAMPLE_DIR / "chest_ct_3mm.nii.gz", "labels": SAMPLE_DIR / "chest_ct_3mm.labels.nii.gz",
              "name": "sample_chest_ct_3mm"}
 

@@ -19,9 +19,10 @@ from . import __version__, anatomy
 from .errors import InputError
 from .geometry import ProjectionGeometry
 from .io.radiograph import Radiograph, read_radiograph, to_network_input
+from .shipped import resource
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = REPO / "Resources" / "Models" / "x2b"
+DEFAULT_WEIGHTS = resource("Models", "x2b")
 
 # MISE settings per quality: start fine enough that ribs (8-12 mm) are not lost.
 QUALITY = {
@@ -192,7 +193,9 @@ def write_outputs(rec: Reconstruction, outdir, overwrite: bool = False, meshes: 
     """OUTDIR/bones.seg.nrrd, meshes/<bone>.stl (LPS mm), preview.png, report.json.
 
     Refuses to replace existing files unless overwrite; every file is written to a
-    temporary name and renamed. Returns the paths and the writing time.
+    temporary name and renamed. With overwrite, the bone meshes of an earlier run that
+    this one did not write (or all of them, with meshes=False) are removed, so meshes/
+    always matches bones.seg.nrrd. Returns the paths and the writing time.
     """
     from .io import outputs
 
@@ -200,7 +203,7 @@ def write_outputs(rec: Reconstruction, outdir, overwrite: bool = False, meshes: 
     targets = [out / "bones.seg.nrrd", out / "preview.png", out / "report.json"]
     if not overwrite:
         clash = [str(p) for p in targets if p.exists()]
-        if meshes and (out / "meshes").exists() and any((out / "meshes").iterdir()):
+        if (out / "meshes").exists() and any((out / "meshes").iterdir()):
             clash.append(str(out / "meshes"))
         if clash:
             raise InputError(f"output exists: {', '.join(clash)}; pass --overwrite to replace", out)
@@ -208,14 +211,16 @@ def write_outputs(rec: Reconstruction, outdir, overwrite: bool = False, meshes: 
     t0 = time.perf_counter()
     paths = {"segmentation": str(outputs.write_segmentation_nrrd(targets[0], rec.labels_xyz, rec.origin_lps_mm,
                                                                   rec.spacing_mm, overwrite=True))}
+    mesh_paths = []
     if meshes:
         (out / "meshes").mkdir(exist_ok=True)
-        mesh_paths = []
         meshes_by_bone = rec.meshes if rec.meshes is not None else outputs.labels_to_meshes(
             rec.labels_xyz, rec.origin_lps_mm, rec.spacing_mm)
         for name, (verts, faces) in meshes_by_bone.items():
             mesh_paths.append(str(outputs.write_stl(out / "meshes" / f"{name}.stl", verts, faces, overwrite=True)))
         paths["meshes"] = mesh_paths
+    if overwrite:
+        outputs.remove_stale_meshes(out / "meshes", keep=mesh_paths)
     t1 = time.perf_counter()
     from .io.preview_text import preview_title
 

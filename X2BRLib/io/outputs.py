@@ -145,6 +145,28 @@ def write_stl(path, verts, faces, overwrite: bool = False) -> Path:
     return atomic_write(path, write, overwrite)
 
 
+def remove_stale_meshes(folder, keep=()) -> list[Path]:
+    """Delete the bone meshes in ``folder`` that are not in ``keep``; returns what was removed.
+
+    Only files X2BR writes are touched: ``<catalog bone name>.stl`` and ``label_<n>.stl``;
+    anything else a user put there stays. The folder is removed when that leaves it empty.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    keep = {Path(p).resolve() for p in keep}
+    owned = {f"{b.name}.stl" for b in by_label().values()}
+    removed = []
+    for f in sorted(folder.iterdir()):
+        ours = f.name in owned or (f.name.startswith("label_") and f.name[6:-4].isdigit() and f.suffix == ".stl")
+        if ours and f.is_file() and f.resolve() not in keep:
+            f.unlink()
+            removed.append(f)
+    if not any(folder.iterdir()):
+        folder.rmdir()
+    return removed
+
+
 # ---------------------------------------------------------------------- preview
 def _front_render(lab: np.ndarray, spacing) -> np.ndarray:
     """Depth-shaded view of the labels from the front (anterior): (Z, X, 3) RGB, superior at top,

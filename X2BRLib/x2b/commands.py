@@ -61,21 +61,21 @@ def cmd_train(args) -> int:
 def cmd_reconstruct(args) -> int:
     """One or many radiographs; one failure does not stop the others; progress on stderr."""
     from ..errors import X2BRError
+    from ..io.batch import output_folders
     from ..pipeline import ReconstructOptions, Reconstructor, write_outputs
 
     files = _expand_inputs(args.inputs)
+    outdirs = output_folders(files, args.output)
     opts = ReconstructOptions(quality=args.quality, device=args.device, weights=args.weights,
                               refine=args.refine, detector_weights=args.detector_weights, template=args.template)
     reconstructor = Reconstructor(opts)
-    out_root = Path(args.output)
     results, failures = [], []
     bar = None
     if not args.no_progress and len(files) > 1:
         from tqdm import tqdm
 
         bar = tqdm(total=len(files), unit="film", file=sys.stderr)
-    for f in files:
-        outdir = out_root if len(files) == 1 else out_root / f.name.split(".")[0]
+    for f, outdir in zip(files, outdirs):
         try:
             print(f"x2br: reconstructing {f}", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
@@ -151,7 +151,10 @@ def cmd_merge_evaluations(args) -> int:
 
 
 def add_commands(sub) -> None:
-    s = sub.add_parser("train", help="train the X2B network (all options: x2br train --help)", add_help=False)
+    # prefix_chars "+": every word after `train` (--data ...) goes to x2b.train's own parser untouched
+    # (argparse.REMAINDER alone drops a leading option: python bug 17050)
+    s = sub.add_parser("train", help="train the X2B network (all options: x2br train --help)", add_help=False,
+                       prefix_chars="+")
     s.add_argument("train_args", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_train)
 
