@@ -49,7 +49,7 @@ TORCHVISION_REQUIREMENT = f">={TORCHVISION_MINIMUM}"
 # other extensions' packages. matplotlib draws OUT/preview.png; slicerio writes .seg.nrrd.
 CORE_REQUIREMENTS = ("timm>=1.0", "scikit-image>=0.22", "slicerio>=1.4", "tqdm>=4.66", "matplotlib>=3.5")
 # The refinement's bone detector (YOLOv9); pulls in opencv-python, polars, ultralytics-thop...
-REFINE_REQUIREMENTS = ("ultralytics>=8.3",)
+REFINE_REQUIREMENTS = ("ultralytics>=8.4.190,<8.5",)  # internals are used: the tested minor release (pyproject)
 
 
 def canonical(name: str) -> str:
