@@ -45,7 +45,8 @@ class RefineOptions:
     """Defaults chosen on 6 validation-split virtual patients (never the test split) with the
     dataset's boxes: all-bone IoU of X2BR 0.345 (w 0.1, beta 20, lam 2) -> 0.405 (w 0) ->
     0.415 (w 0, beta 40, lam 1); beta 80 or 6000 registered points change it by < 0.005
-    (docs/DECISIONS.md, "Refinement settings")."""
+    (docs/DECISIONS.md, "Refinement settings"; read off the tuning runs' printed output, no
+    committed record)."""
     beta_mm: float = 40.0        # geodesic kernel width on the template surface
     lam: float = 1.0             # CPD smoothness (pycpd's alpha)
     w: float = 0.0               # outlier weight (0: every X2B surface point is explained by its bone)
