@@ -27,17 +27,19 @@ GT = REPO / "Resources" / "SampleData" / "sample_radiograph_gt.npz"
 
 
 def _run_cold(args):
-    """(wall s, peak RSS MB, return code) of one `x2br` process."""
+    """(wall s, peak RSS MB) of one `x2br` process; SystemExit with its error when it fails."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "X2BRLib.cli", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace")
-    if proc.returncode != 0:
-        raise SystemExit(f"x2br {' '.join(args)} failed ({proc.returncode}): {err[-2000:]}")
+    with tempfile.TemporaryFile() as err:               # a file, not a pipe: a chatty child never blocks
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "X2BRLib.cli", *args], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"x2br {' '.join(args)} failed ({proc.returncode}): "
+                             f"{err.read().decode(errors='replace')[-2000:]}")
     return wall, usage.ru_maxrss / 1024.0
 
 
