@@ -135,6 +135,14 @@ def training() -> None:
         last = rows[-1]
         print(f"{tag}: {len(rows)} epochs, {t.sum() / 60:.1f} min, {t.mean():.0f} s per epoch; last epoch train loss "
               f"{float(last['train_loss']):.3f}, val loss {float(last['val_loss']):.3f}")
+        peaks = []
+        for key, best in (("val_loss", min), ("val_point_miou", max), ("val_vol_bone_iou", max),
+                          ("val_vol_score", max)):
+            vals = [(float(r[key]), int(r["epoch"])) for r in rows if r.get(key)]
+            if vals:
+                v, e = best(vals)
+                peaks.append(f"{'lowest' if best is min else 'highest'} {key} {v:.3f} at epoch {e}")
+        print(f"{tag}: " + "; ".join(peaks))
     for name in ("x2b_v2_build_h100.txt", "x2b_v3_build_h100.txt", "x2b_v4_build_h100.txt", "yolo/build.txt"):
         rec = json.loads((T / name).read_text().strip().splitlines()[-1])
         print(f"{name}: {rec['built_now']} cases in {rec['seconds']:.0f} s, {rec['cases_per_minute']:.1f} cases/min")
