@@ -4,9 +4,11 @@ import json
 from X2BRLib.cli import main
 
 
-def test_demo_writes_x2b_and_x2br_reconstructions_a_drr_and_a_dataset(tmp_path):
+def test_demo_writes_x2b_and_x2br_reconstructions_a_drr_and_a_dataset(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--device", "cpu"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]  # it ends by saying what to open
+    assert last.startswith(f"Open {out / 'x2br' / 'preview.png'} first")
     for method in ("x2b", "x2br"):
         report = json.loads((out / method / "report.json").read_text())
         assert report["bones_found"] >= 40

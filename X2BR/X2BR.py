@@ -69,8 +69,10 @@ into Slicer. To try it: Sample Data module, <i>X2BR</i>, <i>X2BRChestRadiograph<
 and <i>Device</i> (auto uses a CUDA GPU when there is one).</li>
 <li>Click <b>Reconstruct</b>. The work runs in a separate process: Slicer stays usable, the progress bar
 shows the stage and the button becomes <b>Cancel</b>.</li>
-<li>Result: a segmentation with one named, coloured segment per bone (standard terminology), shown as
-surfaces in 3D, and the radiograph placed in the patient (coronal view) so the bones overlay it.</li>
+<li>Result: a new segmentation per run (<i>film</i> bones (X2BR run <i>n</i>)) with one named, coloured
+segment per bone (standard terminology), shown as surfaces in 3D, and the radiograph placed in the patient
+(coronal view) so the bones overlay it. Earlier results are kept; an existing segmentation is replaced only
+when you pick it as <i>Segmentation</i>, and X2BR asks first if that would lose edits.</li>
 <li><b>Edit</b> the bones in the Segment Editor module (the segmentation keeps its 3D grid).</li>
 <li><b>Export</b>: Segmentations module, <i>Export to files</i> (STL or OBJ meshes); File / Save Data
 (<i>.seg.nrrd</i>); Data module, right-click the segmentation, <i>Export to DICOM</i> (DICOM SEG, needs the
@@ -78,9 +80,11 @@ QuantitativeReporting extension).</li>
 </ol>
 <p>PNG and JPEG files carry no pixel spacing: X2BR then assumes 0.143 mm per detector pixel. If you know
 the detector pixel spacing, set it first in the Volumes module (Volume Information, Image Spacing).
-DICOM CR/DX files give the spacing, distances and view.</p>
-<p>The first run installs the Python packages X2BR needs (PyTorch through the PyTorch extension); after
-that everything runs offline: the network weights are bundled.</p>
+DICOM CR/DX files give the spacing, distances and view; a spacing set in the Volumes module wins over
+the file's.</p>
+<p>The first run installs the Python packages X2BR needs (PyTorch through the PyTorch extension; the
+refinement's detector only when refinement is ticked); Slicer's own packages (numpy, SimpleITK, pydicom...)
+are never replaced. After that everything runs offline: the network weights are bundled.</p>
 <p><b>Refinement</b> (X2BR): detects the bones on the film, fits a skeleton template to them and
 registers it onto the network's bones: one smooth closed piece per bone, at some cost in overlap with
 the true bone (see the README's trade-off table).</p>
@@ -147,7 +151,8 @@ class X2BRParameterNode:
     quality - voxel size of the result: fast 3 mm, default 2 mm, high 1 mm.
     device - auto, cpu or cuda.
     refine - the X2BR refinement (detection, skeleton template, geodesic CPD) after X2B.
-    outputSegmentation - receives one segment per bone; created when None.
+    outputSegmentation - None (default): each run makes a new segmentation; a chosen one has its
+        segments replaced (X2BR asks first when that loses edits).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -256,8 +261,11 @@ class X2BRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except ValueError as e:
             slicer.util.errorDisplay(str(e), windowTitle=_("X2BR"))
             return
+        choice = self.logic.outputChoice(p.inputVolume, p.outputSegmentation)
+        if choice.question and not slicer.util.confirmOkCancelDisplay(choice.question, _("X2BR: replace segments?")):
+            return
         try:
-            self.logic.setupPythonRequirements()
+            self.logic.setupPythonRequirements(refine=p.refine)
         except InstallError as e:
             if not e.restartRequired:
                 self._setStatus(str(e))
@@ -274,12 +282,10 @@ class X2BRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(_("Failed to install the Python packages X2BR needs: {error}").format(error=e),
                                      windowTitle=_("X2BR"))
             return
-        if not p.outputSegmentation:
-            p.outputSegmentation = slicer.mrmlScene.AddNewNodeByClass(
-                "vtkMRMLSegmentationNode", slicer.mrmlScene.GenerateUniqueName(p.inputVolume.GetName() + " bones"))
         with slicer.util.tryWithErrorDisplay(_("Failed to start the reconstruction."), waitCursor=True):
             self.logic.startReconstruction(p.inputVolume, p.outputSegmentation, p.quality, p.device,
-                                           refine=p.refine, progressCallback=self._onProgress, completedCallback=self._onCompleted)
+                                           refine=p.refine, replaceConfirmed=True, progressCallback=self._onProgress,
+                                           completedCallback=self._onCompleted)
             self.ui.progressBar.value = 0
             self.ui.progressBar.show()
         self._updateButtons()
@@ -299,9 +305,7 @@ class X2BRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = 100 if success else 0
         self.ui.progressBar.setVisible(success)
         self._setStatus(message)
-        self._updateButtons()
-        if success and self._parameterNode:
-            self._parameterNode.outputSegmentation = self.logic.lastSegmentation
+        self._updateButtons()  # the output stays as chosen: 'Create new' keeps making new results
 
 
 #
@@ -350,78 +354,109 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
         return scene.check_radiograph_volume(volumeNode)
 
     @staticmethod
-    def radiographFile(volumeNode, folder) -> str:
-        """The file to give the command: the film X2BR placed came from (re-runs), the DICOM file of a
-        radiograph loaded by the DICOM module, the file a PNG/JPEG/NRRD was loaded from (if unchanged),
-        else the volume written as NRRD into folder."""
-        from X2BRLib import scene
+    def radiographFile(volumeNode, folder):
+        """The file to give the command (``X2BRLib.scene_input.radiograph_input``: the volume as the user
+        sees it wins over its file; a corrected spacing wins over the DICOM file's). Returns a FilmInput."""
+        from X2BRLib import scene_input
 
-        placedFrom = volumeNode.GetAttribute("X2BR.source")
-        if placedFrom and os.path.isfile(placedFrom):
-            return placedFrom
+        dicomFile = None
         uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
         if len(uids) == 1 and getattr(slicer, "dicomDatabase", None):
-            path = slicer.dicomDatabase.fileForInstance(uids[0])
-            if path and os.path.isfile(path):
-                return path
-        return scene.source_file(volumeNode) or str(scene.write_volume_file(volumeNode, os.path.join(folder, "radiograph.nrrd")))
+            dicomFile = slicer.dicomDatabase.fileForInstance(uids[0]) or None
+        return scene_input.radiograph_input(volumeNode, folder, dicom_file=dicomFile)
+
+    @staticmethod
+    def outputChoice(inputVolume, outputSegmentation=None):
+        """Where the result goes (``X2BRLib.scene_results.choose_output``): a new segmentation unless
+        one was chosen; ``question`` says what replacing the chosen one would lose."""
+        from X2BRLib import scene_results
+
+        return scene_results.choose_output(slicer.mrmlScene, inputVolume.GetName(), outputSegmentation)
 
     # ------------------------------------------------------------------ dependencies
-    def setupPythonRequirements(self, askConfirmation=True) -> None:
-        """Install what the reconstruction process needs, at first use: torch through the PyTorch
-        extension, the other packages with pip under constraints that keep Slicer's own numpy,
-        SimpleITK, torch... Raises InstallError (restartRequired when Slicer must restart)."""
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError:
-            raise InstallError(_("X2BR needs the PyTorch extension: install 'PyTorch' from the Extensions Manager, "
-                                 "restart Slicer, then click Reconstruct again."))
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
+    def setupPythonRequirements(self, refine=False, askConfirmation=True) -> None:
+        """Install what the reconstruction process needs, at first use (``X2BRLib.slicer_deps.plan``
+        decides): torch through the PyTorch extension when absent; X2BR's packages (ultralytics only
+        with refine) through ``slicer.pydeps.pip_ensure`` with Slicer's own packages skipped and pinned;
+        never a replacement of Slicer's numpy, vtk, SimpleITK, pydicom, requests... or of an installed
+        torch. Raises InstallError (restartRequired when Slicer must restart)."""
+        from X2BRLib import slicer_deps
+
+        plan = slicer_deps.plan(refine)
+        if plan.problems:
+            raise InstallError("\n".join(plan.problems))
+        if plan.install_torch:
+            try:
+                import PyTorchUtils
+            except ModuleNotFoundError:
+                raise InstallError(_("X2BR needs the PyTorch extension: install 'PyTorch' from the Extensions "
+                                     "Manager, restart Slicer, then click Reconstruct again."))
             self._log(_("Installing PyTorch (this can take several minutes)..."))
-            torch = torchLogic.installTorch(askConfirmation=askConfirmation,
-                                            torchVersionRequirement=slicer_process.TORCH_REQUIREMENT,
-                                            torchvisionVersionRequirement=slicer_process.TORCHVISION_REQUIREMENT)
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                askConfirmation=askConfirmation, torchVersionRequirement=slicer_deps.TORCH_REQUIREMENT,
+                torchvisionVersionRequirement=slicer_deps.TORCHVISION_REQUIREMENT)
             if torch is None:
                 raise InstallError(_("PyTorch was not installed; X2BR cannot run without it."))
-
-        missing = slicer_process.missing_requirements()
-        if not missing:
+            plan = slicer_deps.plan(refine)
+            if plan.problems:
+                raise InstallError("\n".join(plan.problems))
+        if not plan.install:
             return
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                _("X2BR needs some Python packages. Install them now? (network needed once, a few minutes)"),
-                _("X2BR: install Python packages"), detailedText="\n".join(missing)):
-            raise InstallError(_("installation cancelled"))
         constraints = os.path.join(slicer.app.temporaryPath, "X2BR-constraints.txt")
         with open(constraints, "w") as f:
-            f.write("\n".join(slicer_process.constraint_pins()) + "\n")
-        self._log(_("Installing {packages}...").format(packages=", ".join(missing)))
-        slicer.util.pip_install(["-c", constraints] + missing)
-        stale = [r for r in missing if slicer_process.import_name(r) in sys.modules]
+            f.write("\n".join(plan.pins) + "\n")
+        self._log(_("Installing {packages}...").format(packages=", ".join(plan.install)))
+        try:
+            import slicer.pydeps as pydeps  # Slicer 5.11 and later
+        except ImportError:
+            pydeps = None
+        if pydeps is not None and hasattr(pydeps, "pip_ensure"):
+            from packaging.requirements import Requirement
+
+            try:  # a progress dialog; Slicer stays responsive; it offers a restart when needed
+                pydeps.pip_ensure([Requirement(r) for r in plan.install], constraints=constraints,
+                                  skip_packages=list(plan.skip), prompt_install=askConfirmation, requester="X2BR",
+                                  skip_in_testing=False)
+            except RuntimeError as e:
+                raise InstallError(_("installation cancelled: {error}").format(error=e))
+            return
+        # Older Slicer: one pip run under constraints that hold Slicer's own packages where they are.
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                _("X2BR needs some Python packages. Install them now? (network needed once, a few minutes; "
+                  "Slicer's own packages are kept)"), _("X2BR: install Python packages"),
+                detailedText="\n".join(plan.install)):
+            raise InstallError(_("installation cancelled"))
+        slicer.util.pip_install(["-c", constraints] + list(plan.install))
+        stale = [r for r in plan.install if slicer_deps.import_name(r) in sys.modules]
         if stale:  # the reconstruction process sees the new versions; this Slicer session does not
             raise InstallError(_("updated packages already loaded in Slicer: {packages}").format(
                 packages=", ".join(stale)), restartRequired=True)
 
     # ------------------------------------------------------------------ run
     def startReconstruction(self, inputVolume, outputSegmentation=None, quality="default", device="auto",
-                            refine=False, progressCallback=None, completedCallback=None) -> None:
+                            refine=False, replaceConfirmed=False, progressCallback=None, completedCallback=None) -> None:
         """Start ``x2br reconstruct`` on the volume; returns at once. progressCallback(fraction, message,
-        logLine); completedCallback(success, message). The result goes into outputSegmentation
-        (created when None) and a placed copy of the film; see lastSegmentation / lastFilm."""
+        logLine); completedCallback(success, message). The result goes into a new segmentation, or into
+        outputSegmentation when given (refused with ValueError when that would lose edits, unless
+        replaceConfirmed), with a placed copy of the film; see lastSegmentation / lastFilm."""
         if self.isRunning:
             raise RuntimeError(_("a reconstruction is already running"))
         info = self.checkInput(inputVolume)
+        choice = self.outputChoice(inputVolume, outputSegmentation)
+        if choice.question and not replaceConfirmed:
+            raise ValueError(choice.question)
         tempDir = tempfile.mkdtemp(prefix="X2BR-", dir=slicer.app.temporaryPath)
-        radiograph = self.radiographFile(inputVolume, tempDir)
+        filmInput = self.radiographFile(inputVolume, tempDir)
+        radiograph = filmInput.path
         outDir = os.path.join(tempDir, "out")
         python = shutil.which("PythonSlicer")
         env = slicer_process.subprocess_environment(slicer.util.startupEnvironment() if python else None)
         command = slicer_process.reconstruct_command(python or sys.executable, radiograph, outDir, device, quality,
                                                      refine=refine)
         logging.info("X2BR: " + " ".join(command))
-        self._task = dict(inputVolume=inputVolume, outputSegmentation=outputSegmentation, radiograph=radiograph,
-                          tempDir=tempDir, outDir=outDir, progress=progressCallback, completed=completedCallback,
-                          warnings=list(info["warnings"]))
+        self._task = dict(inputVolume=inputVolume, choice=choice, radiograph=radiograph, tempDir=tempDir,
+                          outDir=outDir, progress=progressCallback, completed=completedCallback,
+                          warnings=list(info["warnings"]) + ([filmInput.note] if filmInput.note else []))
         self._job = slicer_process.ReconstructionProcess(command, env=env).start()
         self._timer.start()
         self._poll()
@@ -431,10 +466,11 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
             self._job.cancel()
 
     def process(self, inputVolume, outputSegmentation=None, quality="default", device="auto", timeout=None,
-                refine=False):
+                refine=False, replaceConfirmed=False):
         """Reconstruct and wait (scripts, self-test). Returns the segmentation node; raises on failure."""
         result = {}
         self.startReconstruction(inputVolume, outputSegmentation, quality, device, refine=refine,
+                                 replaceConfirmed=replaceConfirmed,
                                  completedCallback=lambda ok, msg: result.update(ok=ok, msg=msg))
         end = None if timeout is None else time.monotonic() + timeout
         while self._task is not None:
@@ -504,21 +540,14 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
             task["completed"](success, message)
 
     def _loadResults(self, task) -> None:
-        from X2BRLib import scene
+        from X2BRLib import scene_results
 
-        inputVolume, segmentation = task["inputVolume"], task["outputSegmentation"]
-        previousFilm = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole()) \
-            if segmentation else None
-        reuse = previousFilm if previousFilm is not None and previousFilm.GetAttribute("X2BR.role") else None
-        film = None
-        try:
-            film = scene.add_radiograph_volume(slicer.mrmlScene, task["radiograph"], node=reuse,
-                                               name=slicer.mrmlScene.GenerateUniqueName(inputVolume.GetName() + " (X2BR film)"))
-        except Exception as e:  # the bones are still worth loading
-            logging.warning(f"X2BR: could not place the film in the scene: {e}")
-        segmentation = scene.load_segmentation(slicer.mrmlScene, os.path.join(task["outDir"], "bones.seg.nrrd"),
-                                               node=segmentation, name=inputVolume.GetName() + " bones",
-                                               source_volume=film)
+        film, segmentation, notes = scene_results.load_result(
+            slicer.mrmlScene, os.path.join(task["outDir"], "bones.seg.nrrd"), task["radiograph"],
+            task["inputVolume"].GetName(), task["choice"], meshes_dir=os.path.join(task["outDir"], "meshes"))
+        for note in notes:
+            logging.warning("X2BR: " + note)
+        task["warnings"].extend(notes)
         self.lastFilm, self.lastSegmentation = film, segmentation
         if slicer.app.layoutManager() is not None:
             self.showResults(film, segmentation)
@@ -589,4 +618,13 @@ class X2BRTest(ScriptedLoadableModuleTest):
             self.assertEqual(segmentation.GetSegmentation().GetSegment(segmentId).GetName(), bone.display_name)
         self.assertTrue(scene.all_surfaces_non_empty(segmentation))
         self.assertIsNotNone(logic.lastFilm)
+
+        self.delayDisplay("A second run makes a new segmentation and keeps the first")
+        from X2BRLib import scene_results
+
+        first = scene_results.segmentation_fingerprint(segmentation)
+        second = logic.process(volume, quality="fast", device="cpu", timeout=600)
+        self.assertIsNot(second, segmentation)
+        self.assertNotEqual(second.GetName(), segmentation.GetName())
+        self.assertEqual(scene_results.segmentation_fingerprint(segmentation), first)
         self.delayDisplay("Test passed")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import X2BRError
+from .shipped import resource
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = REPO / "Resources" / "SampleData"
+SAMPLE_DIR = resource("SampleData")  # the bundled sample film and CT (X2BRLib/shipped.py)
 SAMPLE_CT = {"ct": SAMPLE_DIR / "chest_ct_3mm.nii.gz", "labels": SAMPLE_DIR / "chest_ct_3mm.labels.nii.gz",
              "name": "sample_chest_ct_3mm"}
 
@@ -116,7 +118,25 @@ def cmd_demo(args) -> int:
         rc = int(ns.func(ns) or 0)
         if rc:
             return rc
+    print("\n".join(demo_summary(out)), flush=True)
     return 0
+
+
+def demo_summary(out: Path) -> list[str]:
+    """The demo's closing lines: what was written where, and what to open first."""
+    lines = [f"x2br demo: done. Written under {out}:"]
+    for method, what in (("x2b", "X2B (network only)"), ("x2br", "X2BR (--refine)")):
+        d = out / method
+        bones = json.loads((d / "report.json").read_text()).get("bones_found", "?")
+        n_stl = len(list((d / "meshes").glob("*.stl")))
+        lines.append(f"  {d}/  {what}, {bones} bones: bones.seg.nrrd, meshes/ ({n_stl} STL, LPS mm), "
+                     "preview.png, report.json")
+    lines.append(f"  {out / 'sample_drr.png'}  a simulated chest film (DRR) of the bundled sample CT")
+    lines.append(f"  {out / 'dataset'}/  a small training dataset built from that CT")
+    lines.append(f"Open {out / 'x2br' / 'preview.png'} first (the film with the bones over it, and a 3D view); "
+                 f"then load {out / 'x2br' / 'bones.seg.nrrd'} in 3D Slicer (one segment per bone) "
+                 "or the STL meshes in any 3D viewer.")
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,16 +201,27 @@ def _add_optional_commands(sub) -> None:
     refine_commands.add_commands(sub)
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` of the command: one plain line ``x2br: warning: <message>`` on
+    stderr (no source line); a warning from another library gets its category appended."""
+    text = " ".join(str(message).split())
+    if not getattr(category, "__module__", "").startswith("X2BRLib"):
+        text += f" [{category.__name__}]"
+    print(f"x2br: warning: {text}", file=sys.stderr if file is None else file, flush=True)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except X2BRError as e:
-        print(f"x2br: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("x2br: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():  # restores the caller's warning display on return
+        warnings.showwarning = show_warning
+        try:
+            return int(args.func(args) or 0)
+        except X2BRError as e:
+            print(f"x2br: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("x2br: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

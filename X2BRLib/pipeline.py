@@ -19,9 +19,10 @@ from . import __version__, anatomy
 from .errors import InputError
 from .geometry import ProjectionGeometry
 from .io.radiograph import Radiograph, read_radiograph, to_network_input
+from .shipped import resource
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = REPO / "Resources" / "Models" / "x2b"
+DEFAULT_WEIGHTS = resource("Models", "x2b")
 
 # MISE settings per quality: start fine enough that ribs (8-12 mm) are not lost.
 QUALITY = {
@@ -173,11 +174,14 @@ class Reconstructor:
         return info
 
     def reconstruct_image(self, image: np.ndarray, geometry: ProjectionGeometry,
-                          radiograph: Radiograph | None = None, voxel_mm: float | None = None) -> Reconstruction:
+                          radiograph: Radiograph | None = None, voxel_mm: float | None = None,
+                          progress=None) -> Reconstruction:
         """Reconstruct from a film already in network form (image size == geometry.size_px).
 
         voxel_mm: final grid spacing, overriding the quality's (evaluation on another GT grid);
         MISE then starts at twice that, at least 4 mm.
+        progress: optional ``callback(fraction in [0, 1] of MISE, message)``, called after
+        every batch of network queries (see :func:`X2BRLib.x2b.mise.extract_labels`).
         """
         from .x2b.mise import extract_labels
         from .x2b.model import make_decode_fn
@@ -190,7 +194,7 @@ class Reconstructor:
         t1 = time.perf_counter()
         labels, stats = extract_labels(decode, geometry, voxel_mm_final=q["voxel_mm"],
                                        start_voxel_mm=q["start_voxel_mm"], batch_points=self.options.batch_points,
-                                       threshold=self.options.threshold)
+                                       threshold=self.options.threshold, progress=progress)
         t2 = time.perf_counter()
         shape, origin, spacing = geometry.box_grid(q["voxel_mm"])
         timings = {"encode": t1 - t0, "mise_total": t2 - t1}
@@ -210,7 +214,9 @@ class Reconstructor:
         image, geom = to_network_input(radiograph, self.image_size)
         t1 = time.perf_counter()
         report(0.1, "film read and normalised; extracting the bone surfaces (MISE)")
-        rec = self.reconstruct_image(image, geom, radiograph)
+        mise_end = 0.55 if self.refiner is not None else 0.85
+        rec = self.reconstruct_image(image, geom, radiograph, progress=lambda f, m: report(
+            0.1 + (mise_end - 0.1) * f, m))
         if self.refiner is not None:
             report(0.55, "X2B bones extracted; refining (detection, template, CPD)")
             rec = self.refiner.refine(rec, progress=report)
@@ -228,7 +234,9 @@ def write_outputs(rec: Reconstruction, outdir, overwrite: bool = False, meshes: 
     """OUTDIR/bones.seg.nrrd, meshes/<bone>.stl (LPS mm), preview.png, report.json.
 
     Refuses to replace existing files unless overwrite; every file is written to a
-    temporary name and renamed. Returns the paths and the writing time.
+    temporary name and renamed. With overwrite, the bone meshes of an earlier run that
+    this one did not write (or all of them, with meshes=False) are removed, so meshes/
+    always matches bones.seg.nrrd. Returns the paths and the writing time.
     """
     from .io import outputs
 
@@ -236,7 +244,7 @@ def write_outputs(rec: Reconstruction, outdir, overwrite: bool = False, meshes: 
     targets = [out / "bones.seg.nrrd", out / "preview.png", out / "report.json"]
     if not overwrite:
         clash = [str(p) for p in targets if p.exists()]
-        if meshes and (out / "meshes").exists() and any((out / "meshes").iterdir()):
+        if (out / "meshes").exists() and any((out / "meshes").iterdir()):
             clash.append(str(out / "meshes"))
         if clash:
             raise InputError(f"output exists: {', '.join(clash)}; pass --overwrite to replace", out)
@@ -244,17 +252,22 @@ def write_outputs(rec: Reconstruction, outdir, overwrite: bool = False, meshes: 
     t0 = time.perf_counter()
     paths = {"segmentation": str(outputs.write_segmentation_nrrd(targets[0], rec.labels_xyz, rec.origin_lps_mm,
                                                                   rec.spacing_mm, overwrite=True))}
+    mesh_paths = []
     if meshes:
         (out / "meshes").mkdir(exist_ok=True)
-        mesh_paths = []
         meshes_by_bone = rec.meshes if rec.meshes is not None else outputs.labels_to_meshes(
             rec.labels_xyz, rec.origin_lps_mm, rec.spacing_mm)
         for name, (verts, faces) in meshes_by_bone.items():
             mesh_paths.append(str(outputs.write_stl(out / "meshes" / f"{name}.stl", verts, faces, overwrite=True)))
         paths["meshes"] = mesh_paths
+    if overwrite:
+        outputs.remove_stale_meshes(out / "meshes", keep=mesh_paths)
     t1 = time.perf_counter()
+    from .io.preview_text import preview_title
+
     paths["preview"] = str(outputs.write_preview_png(targets[1], rec.image, rec.geometry, rec.labels_xyz,
-                                                     rec.origin_lps_mm, rec.spacing_mm, overwrite=True))
+                                                     rec.origin_lps_mm, rec.spacing_mm, overwrite=True,
+                                                     title=preview_title(rec.report())))
     t2 = time.perf_counter()
     rec.timings_s.update({"write_segmentation_and_meshes": t1 - t0, "write_preview": t2 - t1})
     report = rec.report()

@@ -220,6 +220,8 @@ def resolve(radiograph, detections, net_geometry, user_spacing_mm=None, prior: d
               "prior": prior.get("name")}
     record["status"] = status_line(record)
     meta.update(spacing_mm=list(sp), spacing_source=file_src if source == "file" else source, scale=record)
+    if unc is not None:
+        meta["spacing_uncertainty_pct"] = round(100 * unc, 1)  # the preview title shows it
     geom = replace(g, spacing_mm=tuple(float(x) for x in sp))
     out = replace(radiograph, geometry=geom, meta=meta, warnings=warnings + new_warnings)
     return out, record

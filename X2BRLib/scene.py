@@ -370,7 +370,8 @@ def load_segmentation(scene, source, node=None, name: str = "X2BR bones", source
     source: a ``bones.seg.nrrd`` path (``x2br reconstruct`` output) or a
         :class:`~X2BRLib.pipeline.Reconstruction` (written to a temporary ``.seg.nrrd``
         by the same writer, then read: one path for both).
-    node: a segmentation node to fill (its segments are replaced) or None to add one named ``name``.
+    node: a segmentation node to fill (its segments are replaced: only when the user chose it, see
+        ``scene_results.choose_output``) or None to add one named ``name``.
     source_volume: optional volume node (the placed film) referenced as the segmentation's
         source volume, so that Segment Editor selects it; the segmentation's own grid stays.
     closed_surfaces: also create the closed-surface representation (shown in 3D).
@@ -407,6 +408,9 @@ def load_segmentation(scene, source, node=None, name: str = "X2BR bones", source
         node.SetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole(), source_volume.GetID())
     if closed_surfaces:
         create_closed_surfaces(node)
+    from .scene_results import mark_as_result
+
+    mark_as_result(node)  # what X2BR loaded: later edits are told apart from it
     return node
 
 

@@ -2,7 +2,7 @@
 
 The Slicer module never imports torch: it runs the same command a user can run,
 
-    <python> -m X2BRLib.cli reconstruct <radiograph> -o <folder> --device D --quality Q --overwrite --no-meshes [--refine]
+    <python> -m X2BRLib.cli reconstruct <radiograph> -o <folder> --device D --quality Q --overwrite [--no-meshes | --refine]
 
 with Slicer's Python (``PythonSlicer``), reads its output lines as they come
 (without blocking: a reader thread fills a queue that the caller drains from a
@@ -15,8 +15,9 @@ Lines the command prints (stdout and stderr merged) and what they mean here:
 * ``x2br: reconstructing <file>``: the model is loaded, the reconstruction runs;
 * ``x2br: progress <fraction> <message>``: a stage finished (fraction of this film's work);
 * ``x2br: error: <message>``: the input was refused (exit code 2), shown as is;
-* ``<file>:<line>: <Name>Warning: <message>``: an assumption made while reading
-  the film (e.g. no pixel spacing in a PNG), shown to the user;
+* ``x2br: warning: <message>`` (and, from older versions, ``<file>:<line>: <Name>Warning:
+  <message>``): an assumption made while reading the film (e.g. no pixel spacing in a
+  PNG), shown to the user;
 * one JSON object ``{"reconstructed": [...], "failed": [...]}``: the summary;
 * anything else (tracebacks...): kept in the log.
 """
@@ -37,17 +38,6 @@ from pathlib import Path
 QUALITIES = ("fast", "default", "high")
 DEVICES = ("auto", "cpu", "cuda")
 
-# Python packages the reconstruction needs in Slicer's Python, beyond what Slicer ships
-# (numpy, vtk, SimpleITK, Pillow stay Slicer's own; torch and torchvision come through the
-# PyTorch extension). Ranges, not pins: these must live next to other extensions' packages.
-# ultralytics runs the bone detector of the X2BR refinement (its CPD is X2BR's own torch code;
-# pycpd is only the reference in tests and benchmarks); matplotlib draws OUT/preview.png.
-PIP_REQUIREMENTS = ("timm>=1.0", "scikit-image>=0.22", "scipy>=1.11", "slicerio>=1.4", "pydicom>=3.0",
-                    "ultralytics>=8.3", "tqdm>=4.66", "matplotlib>=3.5")
-NEVER_INSTALL = ("numpy", "vtk", "SimpleITK", "torch", "torchvision", "pillow")  # Slicer's own / PyTorch extension
-TORCH_REQUIREMENT = ">=2.4"  # as pyproject.toml
-TORCHVISION_REQUIREMENT = ">=0.19"
-
 # Share of the progress bar reached at each stage.
 STAGE_PROGRESS = {"starting": 0.05, "reconstructing": 0.2, "written": 0.9, "loading": 0.95, "done": 1.0}
 _WARNING = re.compile(r"^(?P<where>.*?):\d+: (?P<category>\w*Warning): (?P<message>.*)$")
@@ -63,15 +53,18 @@ def reconstruct_command(python: str, radiograph, output_dir, device: str = "auto
                         weights=None, refine: bool = False) -> list[str]:
     """The ``x2br reconstruct`` command line for one radiograph (list of arguments, no shell).
 
-    Replaces what is in output_dir (a folder the caller owns) and skips the STL meshes
-    (Slicer makes its own surfaces from the segmentation).
+    Replaces what is in output_dir (a folder the caller owns). Without refine it skips the STL
+    meshes (Slicer makes its surfaces from the labels); with refine it writes them: they are the
+    refinement's closed meshes, loaded as the segments' closed surfaces.
     """
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
     if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
         raise ValueError(f"device must be one of {', '.join(DEVICES)} or cuda:N, got {device!r}")
     cmd = [str(python), "-m", "X2BRLib.cli", "reconstruct", str(radiograph), "-o", str(output_dir),
-           "--device", device, "--quality", quality, "--overwrite", "--no-meshes", "--no-progress"]
+           "--device", device, "--quality", quality, "--overwrite", "--no-progress"]
+    if not refine:
+        cmd.append("--no-meshes")
     if weights:
         cmd += ["--weights", str(weights)]
     if refine:
@@ -124,6 +117,8 @@ def _classify(text: str) -> Event:
         return Event("error", text[len("x2br: error:"):].strip())
     if text.startswith("x2br: interrupted"):
         return Event("error", "interrupted")
+    if text.startswith("x2br: warning:"):
+        return Event("warning", text[len("x2br: warning:"):].strip())
     m = _WARNING.match(text)
     if m:
         return Event("warning", m.group("message").strip())
@@ -280,46 +275,6 @@ class ReconstructionProcess:
                 + (":\n" + "\n".join(tail) if tail else ""))
 
 
-def requirement_satisfied(requirement: str) -> bool:
-    """Is a requirement (``name>=version``) installed, judged from package metadata without
-    importing the package?"""
-    import importlib.metadata
-
-    from packaging.requirements import Requirement
-
-    req = Requirement(requirement)
-    try:
-        return importlib.metadata.version(req.name) in req.specifier
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-def missing_requirements(requirements=PIP_REQUIREMENTS) -> list[str]:
-    return [r for r in requirements if not requirement_satisfied(r)]
-
-
-def constraint_pins(names=NEVER_INSTALL) -> list[str]:
-    """``name==version`` of each installed distribution among names: a pip constraints file
-    that keeps Slicer's own numpy, SimpleITK, torch... where they are."""
-    import importlib.metadata
-
-    pins = []
-    for name in names:
-        try:
-            pins.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return pins
-
-
-def import_name(requirement: str) -> str:
-    """The module a requirement's distribution is imported as (scikit-image -> skimage)."""
-    from packaging.requirements import Requirement
-
-    name = Requirement(requirement).name.lower()
-    return {"scikit-image": "skimage"}.get(name, name.replace("-", "_"))
-
-
 def python_executable() -> str:
     """The interpreter to run the command with: ``PythonSlicer`` inside Slicer (found on PATH
     next to the application), else this interpreter."""
@@ -328,7 +283,6 @@ def python_executable() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
-__all__ = ["QUALITIES", "DEVICES", "PIP_REQUIREMENTS", "NEVER_INSTALL", "STAGE_PROGRESS", "library_root",
+__all__ = ["QUALITIES", "DEVICES", "STAGE_PROGRESS", "library_root",
            "reconstruct_command", "subprocess_environment", "Event", "parse_line", "kill_process_tree",
-           "ReconstructionProcess", "requirement_satisfied", "missing_requirements", "constraint_pins", "import_name",
-           "python_executable"]
+           "ReconstructionProcess", "python_executable"]

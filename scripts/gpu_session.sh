@@ -64,7 +64,7 @@ case $STAGE in
     # the run's best and last checkpoints, and the weights it started from (INIT), if any
     cands="best last"
     for c in best last; do
-      python3 -c "from X2BRLib.x2b.train import export_weights; export_weights('$RUN/$c.pt', '/tmp/cand_$c')"
+      python3 -c "from X2BRLib.x2b.train import export_weights; export_weights('$RUN/$c.pt', '/tmp/cand_$c', overwrite=True)"
     done
     [ -n "${INIT:-}" ] && cp -r "$INIT" /tmp/cand_init && cands="$cands init"
     for c in $cands; do evaluate /tmp/cand_$c val 40 "$OUT/eval_val_$c.json"; done

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,7 +32,10 @@ def main(argv=None) -> int:
     for path in (args.x2b_preview, args.x2br_preview):
         im = Image.open(path).convert("RGB")
         w, h = im.size
-        panels.append(im.crop((w // 2, 20, w, h)))  # the 3D half, below its own title
+        half = np.asarray(im.crop((w // 2, 0, w, h)), np.int32)
+        panel_rows = np.flatnonzero((half.sum(-1) < 60).mean(1) > 0.5)  # the 3D panel's black rows
+        top, bottom = (int(panel_rows[0]), int(panel_rows[-1]) + 1) if panel_rows.size else (0, h)
+        panels.append(im.crop((w // 2, top, w, bottom)))  # the 3D half, without titles and legend
     pw, ph = panels[0].size
     out = Image.new("RGB", (2 * pw + 10, ph + 22), "white")
     draw = ImageDraw.Draw(out)

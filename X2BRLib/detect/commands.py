@@ -85,14 +85,14 @@ def detect_one(detector, path, outdir: Path, conf: float, iou: float, overwrite:
 def cmd_detect(args) -> int:
     """One or many radiographs; one failure does not stop the others; progress on stderr."""
     from ..errors import X2BRError
+    from ..io.batch import output_folders
     from .detector import Detector
 
     files = _expand_inputs(args.inputs)
+    outdirs = output_folders(files, args.output)
     detector = Detector(args.weights, device=args.device)
-    out_root = Path(args.output)
     results, failures = [], []
-    for i, f in enumerate(files):
-        outdir = out_root if len(files) == 1 else out_root / f.name.split(".")[0]
+    for i, (f, outdir) in enumerate(zip(files, outdirs)):
         try:
             rep = detect_one(detector, f, outdir, args.conf, args.iou, args.overwrite)
             _progress_line((i + 1) / len(files), f"{f.name}: {len(rep['detections'])} bones, written to {outdir}")

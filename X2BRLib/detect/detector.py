@@ -23,9 +23,10 @@ import numpy as np
 from .. import anatomy
 from ..errors import InputError, WeightsError
 from ..io.checked import half_state_dict, read_checked_record, weight_paths, write_with_record
+from ..shipped import resource
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_WEIGHTS = REPO / "Resources" / "Models" / "yolo"
+DEFAULT_WEIGHTS = resource("Models", "yolo")
 FORMAT = "x2br-yolo-weights"
 FORMAT_VERSION = 1
 HINT = "train with `x2br train-detector` (see Resources/Models/yolo/MODEL_CARD.md) or reinstall X2BR"
@@ -33,14 +34,31 @@ VARIANTS = ("yolov9t", "yolov9s", "yolov9m", "yolov9c", "yolov9e")
 
 
 def ultralytics():
-    """Import ultralytics with every network access switched off.
+    """Import ultralytics with every network access switched off, nothing written to the
+    user's home and nothing printed on stdout. The one place X2BR imports it.
 
-    ``YOLO_OFFLINE=1`` (set before the first import) makes ultralytics' online check
-    false, which disables its analytics and downloads; its font lookup (which would
-    fetch Arial.ttf for plots) is replaced by a local-only one.
+    Set before the first import (a value the user set wins): ``YOLO_OFFLINE=1`` makes
+    ultralytics' online check false, which disables its analytics and downloads;
+    ``YOLO_CONFIG_DIR`` points at a private temporary folder (removed at exit) instead of
+    ``~/.config/Ultralytics``, so the settings file it creates on import lands there. What
+    the import prints on stdout (the banner about that new settings file) is dropped, and
+    its logger, which writes to stdout, is pointed at stderr: stdout stays the commands' JSON.
+    Its font lookup (which would fetch Arial.ttf for plots) is replaced by a local-only one.
     """
+    import contextlib
+    import io
+    import logging
+    import sys
+
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    import ultralytics as ul
+    if "ultralytics" not in sys.modules and not os.environ.get("YOLO_CONFIG_DIR"):
+        os.environ["YOLO_CONFIG_DIR"] = _private_config_dir()
+    banner = io.StringIO()
+    with contextlib.redirect_stdout(banner):
+        import ultralytics as ul
+    for handler in logging.getLogger("ultralytics").handlers:  # also when imported before us
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (banner, sys.stdout):
+            handler.setStream(sys.stderr)
     import ultralytics.data.utils as data_utils
     import ultralytics.utils.checks as checks
     import ultralytics.utils.plotting as plotting
@@ -49,6 +67,17 @@ def ultralytics():
         if getattr(mod, "check_font", None) is not _local_font:
             mod.check_font = _local_font
     return ul
+
+
+def _private_config_dir() -> str:
+    """A new private temporary folder for ultralytics' settings, removed when Python exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="x2br-ultralytics-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def _local_font(font="Arial.ttf"):

@@ -1,7 +1,7 @@
 """Train, export and evaluate the YOLOv9 bone detector (ultralytics, from scratch, offline).
 
     python -m X2BRLib.detect.train train --data DS --out RUN [--epochs 120] [--max-minutes 9] [--resume]
-    python -m X2BRLib.detect.train export --run RUN -o Resources/Models/yolo [--data DS]
+    python -m X2BRLib.detect.train export --run RUN -o Resources/Models/yolo [--data DS] [--overwrite]
     python -m X2BRLib.detect.train evaluate --weights Resources/Models/yolo --data DS [--split test]
 
 DS is a dataset folder from ``x2br build-dataset`` (its ``yolo/data.yaml``) or a data.yaml.
@@ -27,6 +27,7 @@ are cut down to what is safe for a film with one instance of each of 45 classes:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -36,7 +37,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import InputError, X2BRError
-from ..io.checked import weight_paths
+from ..io.checked import refuse_existing_weights, weight_paths
+from .checkpoint import load_checkpoint
 from .detector import REPO, VARIANTS, build_model, save_weights, ultralytics, variant_yaml
 
 AUGMENT = dict(fliplr=0.0, flipud=0.0, mosaic=0.0, close_mosaic=0, mixup=0.0, cutmix=0.0, copy_paste=0.0,
@@ -156,6 +158,7 @@ def train_detector(data_yaml, out_dir, variant: str = "yolov9t", epochs: int = 1
     t0 = time.perf_counter()
     state: dict = {}
     if resume and last.exists():
+        load_checkpoint(last)  # refused unless it holds only network modules; ultralytics then loads it
         model = YOLO(str(last))
         args = dict(resume=str(last), imgsz=imgsz, batch=batch, device=_device_arg(device), workers=workers)
     else:
@@ -206,9 +209,11 @@ def _checkpoint(run_dir) -> Path:
     raise InputError("no weights/best.pt or weights/last.pt (not an ultralytics run folder)", run_dir)
 
 
-def export_detector(run_dir, out_dir, data_yaml=None, metrics: dict | None = None, device: str = "auto"):
+def export_detector(run_dir, out_dir, data_yaml=None, metrics: dict | None = None, device: str = "auto",
+                    overwrite: bool = False):
     """A training run (best.pt, else last.pt) -> the shipped ``model.pt`` (fp16 state dict) +
-    ``model.json`` in out_dir, atomically.
+    ``model.json`` in out_dir, atomically; existing weights there are replaced only with
+    overwrite. The checkpoint is read without running pickled code (:mod:`.checkpoint`).
 
     The record holds variant, imgsz, nc, class names/labels, SHA-256, training and augmentation
     settings, the best epoch's val mAP50 / mAP50-95, the code commit and versions. data_yaml:
@@ -217,9 +222,10 @@ def export_detector(run_dir, out_dir, data_yaml=None, metrics: dict | None = Non
     """
     import torch
 
+    refuse_existing_weights(out_dir, overwrite)
     ultralytics()
     ck_path = _checkpoint(run_dir)
-    ck = torch.load(ck_path, map_location="cpu", weights_only=False)  # our own run's checkpoint
+    ck = load_checkpoint(ck_path)
     net = ck.get("ema") or ck.get("model")
     targs = dict(ck.get("train_args") or {})
     if net is None or "model" not in targs:
@@ -271,6 +277,7 @@ def evaluate_detector(weights, data_yaml, split: str = "test", device: str = "au
         yolo.model = det.model
         imgsz = det.imgsz
     elif pt.is_file():
+        load_checkpoint(pt)  # refused unless it holds only network modules; ultralytics then loads it
         yolo = YOLO(str(pt))
         imgsz = int(yolo.ckpt.get("train_args", {}).get("imgsz", 256)) if yolo.ckpt else 256
     else:
@@ -303,15 +310,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue RUN/weights/last.pt")
     p.add_argument("--max-minutes", type=float, help="stop after the last epoch that fits (resumable)")
     p.add_argument("--export", help="after training, export the weights to this folder")
+    p.add_argument("--overwrite", action="store_true", help="let --export replace existing weights")
 
 
 def run_train(args) -> int:
-    res = train_detector(args.data, args.out, variant=args.variant, epochs=args.epochs, imgsz=args.imgsz,
-                         batch=args.batch, device=args.device, workers=args.workers, resume=args.resume,
-                         max_minutes=args.max_minutes, seed=args.seed, cache=args.cache or False,
-                         patience=args.patience, fraction=args.fraction)
-    if args.export and res["finished"]:
-        res["export"] = [str(p) for p in export_detector(res["run_dir"], args.export)]
+    """Train (and --export); ultralytics' progress goes to stderr, the result is one JSON line on stdout."""
+    if args.export:
+        refuse_existing_weights(args.export, args.overwrite)  # before training, not after it
+    with contextlib.redirect_stdout(sys.stderr):
+        res = train_detector(args.data, args.out, variant=args.variant, epochs=args.epochs, imgsz=args.imgsz,
+                             batch=args.batch, device=args.device, workers=args.workers, resume=args.resume,
+                             max_minutes=args.max_minutes, seed=args.seed, cache=args.cache or False,
+                             patience=args.patience, fraction=args.fraction)
+        if args.export and res["finished"]:
+            res["export"] = [str(p) for p in export_detector(res["run_dir"], args.export,
+                                                             overwrite=args.overwrite)]
     print(json.dumps(res))
     return 0
 
@@ -326,6 +339,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--out", required=True, help="weights folder to write, e.g. Resources/Models/yolo")
     s.add_argument("--data", help="dataset: also measure and record test-split mAP")
     s.add_argument("--device", default="auto")
+    s.add_argument("--overwrite", action="store_true", help="replace existing weights in the -o folder")
     s = sub.add_parser("evaluate", help="mAP on a split (ultralytics val)")
     s.add_argument("--weights", required=True, help="weights folder / model.pt, or a run's best.pt")
     s.add_argument("--data", required=True)
@@ -341,11 +355,14 @@ def main(argv=None) -> int:
         if args.action == "train":
             return run_train(args)
         if args.action == "export":
-            pt, js = export_detector(args.run, args.out, data_yaml=args.data, device=args.device)
+            with contextlib.redirect_stdout(sys.stderr):
+                pt, js = export_detector(args.run, args.out, data_yaml=args.data, device=args.device,
+                                         overwrite=args.overwrite)
             print(json.dumps({"weights": str(pt), "record": str(js),
                               "metrics": json.loads(Path(js).read_text())["metrics"]}))
             return 0
-        rep = evaluate_detector(args.weights, args.data, split=args.split, device=args.device)
+        with contextlib.redirect_stdout(sys.stderr):
+            rep = evaluate_detector(args.weights, args.data, split=args.split, device=args.device)
         if args.output:
             from ..io.atomic import atomic_write_text
 

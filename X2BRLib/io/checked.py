@@ -8,7 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..errors import WeightsError
+from ..errors import InputError, WeightsError
 from .atomic import atomic_write, atomic_write_text
 
 
@@ -29,6 +29,17 @@ def weight_paths(path) -> tuple[Path, Path]:
     if p.suffix == ".json":
         return p.with_suffix(".pt"), p
     return p, p.with_suffix(".json")
+
+
+def refuse_existing_weights(path, overwrite: bool = False) -> None:
+    """InputError naming the file when the weights ``path`` (folder, .pt or .json) would replace
+    an existing ``model.pt`` or its record and ``overwrite`` is False (``--export`` without
+    ``--overwrite``). Called before training starts, so a run never ends in a refusal."""
+    if overwrite:
+        return
+    for p in weight_paths(path):
+        if p.exists():
+            raise InputError("already exists; refusing to replace these weights (pass --overwrite)", p)
 
 
 def half_state_dict(model) -> dict:
@@ -70,4 +81,4 @@ def read_checked_record(path, record_path, fmt: str, what: str, hint: str) -> di
     return card
 
 
-__all__ = ["sha256_file", "half_state_dict", "write_with_record", "read_checked_record"]
+__all__ = ["sha256_file", "refuse_existing_weights", "half_state_dict", "write_with_record", "read_checked_record"]

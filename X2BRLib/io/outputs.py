@@ -145,6 +145,28 @@ def write_stl(path, verts, faces, overwrite: bool = False) -> Path:
     return atomic_write(path, write, overwrite)
 
 
+def remove_stale_meshes(folder, keep=()) -> list[Path]:
+    """Delete the bone meshes in ``folder`` that are not in ``keep``; returns what was removed.
+
+    Only files X2BR writes are touched: ``<catalog bone name>.stl`` and ``label_<n>.stl``;
+    anything else a user put there stays. The folder is removed when that leaves it empty.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    keep = {Path(p).resolve() for p in keep}
+    owned = {f"{b.name}.stl" for b in by_label().values()}
+    removed = []
+    for f in sorted(folder.iterdir()):
+        ours = f.name in owned or (f.name.startswith("label_") and f.name[6:-4].isdigit() and f.suffix == ".stl")
+        if ours and f.is_file() and f.resolve() not in keep:
+            f.unlink()
+            removed.append(f)
+    if not any(folder.iterdir()):
+        folder.rmdir()
+    return removed
+
+
 # ---------------------------------------------------------------------- preview
 def _front_render(lab: np.ndarray, spacing) -> np.ndarray:
     """Depth-shaded view of the labels from the front (anterior): (Z, X, 3) RGB, superior at top,
@@ -169,7 +191,16 @@ def _front_render(lab: np.ndarray, spacing) -> np.ndarray:
 
 def write_preview_png(path, image, geometry, labels_xyz, origin_lps_mm, spacing_mm,
                       overwrite: bool = False, title: str | None = None, max_points: int = 400000) -> Path:
-    """Two-panel PNG: the film with the bones projected over it, and a shaded front view.
+    """Two-panel PNG (:func:`preview_figure`): the film with the bones projected over it, and a
+    shaded front view, under ``title`` (e.g. :func:`~X2BRLib.io.preview_text.preview_title`),
+    with a legend of the bone groups present."""
+    fig = preview_figure(image, geometry, labels_xyz, origin_lps_mm, spacing_mm, title, max_points)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), overwrite)
+
+
+def preview_figure(image, geometry, labels_xyz, origin_lps_mm, spacing_mm, title: str | None = None,
+                   max_points: int = 400000):
+    """The matplotlib Figure of preview.png (no pyplot state).
 
     image: (H, W) film as shown to the network; geometry: its ProjectionGeometry
     (size_px == (W, H)); labels on the grid (origin, spacing). Voxel centres of
@@ -177,6 +208,9 @@ def write_preview_png(path, image, geometry, labels_xyz, origin_lps_mm, spacing_
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from .preview_text import bone_groups
 
     img = np.asarray(image, np.float32)
     lab = np.asarray(labels_xyz)
@@ -210,7 +244,7 @@ def write_preview_png(path, image, geometry, labels_xyz, origin_lps_mm, spacing_
             dist, (ri, ci) = ndimage.distance_transform_edt(~m, return_indices=True)
             fill = (~m) & (dist <= 0.5 * footprint + 0.5)
             overlay[fill] = overlay[ri[fill], ci[fill]]
-    fig = Figure(figsize=(10, 5.2), dpi=100)
+    fig = Figure(figsize=(10, 6.0), dpi=100)
     FigureCanvasAgg(fig)
     ax0, ax1 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     ax0.imshow(img, cmap="gray", vmin=0, vmax=1)
@@ -223,9 +257,13 @@ def write_preview_png(path, image, geometry, labels_xyz, origin_lps_mm, spacing_
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), overwrite)
+        fig.suptitle(title, fontsize=10)
+    groups = bone_groups(lab)
+    if groups:
+        fig.legend(handles=[Patch(color=c, label=t) for t, c in groups], loc="lower center",
+                   ncol=len(groups), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05 if groups else 0, 1, 0.92 if title else 1))
+    return fig
 
 
 def _json_default(o):

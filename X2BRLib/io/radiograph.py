@@ -1,7 +1,8 @@
 """Reading chest radiographs into one normalised type, :class:`Radiograph`.
 
-Supported files: DICOM (CR, DX, DX-for-presentation; by extension or by the
-``DICM`` preamble), PNG / JPEG / TIFF (8 or 16 bit, grey or colour) through
+Supported files: DICOM (CR, DX; by extension, by the ``DICM`` preamble or as a bare
+data set without file meta; compressed or not, see :mod:`X2BRLib.io.dicom_read`),
+PNG / JPEG / TIFF (8 or 16 bit, grey or colour) through
 Pillow, and 2D NRRD / NIfTI / MHA / MHD through SimpleITK (a 3D file holding a
 single slice is accepted). Every problem with the input raises
 :class:`~X2BRLib.errors.InputError` naming the problem and the file; every
@@ -15,7 +16,10 @@ columns toward the patient's left, rows toward the feet (see
 :mod:`X2BRLib.geometry`). Intensities are normalised by mapping the 0.5 and
 99.5 percentiles of the (display-transformed) pixel values to 0 and 1 and
 clipping (the full min / max when those percentiles coincide, e.g. a mostly
-empty image); the window used is kept in ``meta["intensity_window"]``.
+empty image); the window used is kept in ``meta["intensity_window"]``. Flat
+collimation borders are left out of the percentiles and set to 0, burnt-in
+markers take the values around them (:mod:`X2BRLib.io.film_field`; widths in
+``meta["collimation_border_px"]``, marker pixels in ``meta["burnt_in_marker_px"]``).
 """
 from __future__ import annotations
 
@@ -125,9 +129,9 @@ def read_radiograph(path, default_spacing_mm: float = DEFAULT_SPACING_MM, view=N
         detail = [ln for ln in str(e).splitlines() if ln.strip()] or [""]
         raise InputError(f"cannot be read as {what}: {type(e).__name__}: {detail[-1]}", p) from e
 
-    image, window = _normalise(arr, p, notes)
+    image, window, field = _normalise(arr, p, notes)
     meta = dict(info.pop("meta"))
-    meta.update(original_shape=list(np.shape(arr)[:2]), intensity_window=window)
+    meta.update(original_shape=list(np.shape(arr)[:2]), intensity_window=window, **field)
 
     spacing, src = info.get("spacing"), info.get("spacing_source", "default")
     if spacing is None or not all(math.isfinite(s) and s > 0 for s in spacing):
@@ -232,7 +236,16 @@ def _sniff(p: Path) -> str:
         return "itk"
     with open(p, "rb") as f:
         head = f.read(132)
-    return "dicom" if head[128:132] == b"DICM" else "pillow"
+    return "dicom" if head[128:132] == b"DICM" or _bare_dicom(head) else "pillow"
+
+
+def _bare_dicom(head: bytes) -> bool:
+    """A data set without preamble (old PACS exports): it starts with an element of group
+    0002 or 0008, little endian, then an explicit VR (two capitals) or a short length."""
+    if len(head) < 8 or head[:2] not in (b"\x02\x00", b"\x08\x00"):
+        return False
+    vr = head[4:6]
+    return (vr.isalpha() and vr.isupper()) or int.from_bytes(head[4:8], "little") < 1024
 
 
 def _check_shape(h: int, w: int, p: Path):
@@ -258,7 +271,14 @@ def _luminance(arr: np.ndarray, notes: _Notes) -> np.ndarray:
 
 
 def _normalise(arr, p: Path, notes: _Notes):
-    """Map the 0.5 / 99.5 percentiles to 0 / 1 and clip; (image float32, [lo, hi])."""
+    """Map the 0.5 / 99.5 percentiles of the exposed field to 0 / 1 and clip.
+
+    Flat collimation borders (:func:`~X2BRLib.io.film_field.exposed_field`) are left out
+    of the percentiles and set to 0 (no attenuation, as the padding of
+    :func:`to_network_input`); burnt-in markers take the values around them.
+    Returns (image float32, [lo, hi], facts for meta)."""
+    from X2BRLib.io.film_field import burnt_in_markers, exposed_field, fill_from_surroundings
+
     arr = np.asarray(arr, np.float32 if np.asarray(arr).dtype.itemsize <= 2 else np.float64)
     _check_shape(arr.shape[0], arr.shape[1], p)
     finite = np.isfinite(arr)
@@ -271,16 +291,25 @@ def _normalise(arr, p: Path, notes: _Notes):
     lo, hi = float(vals.min()), float(vals.max())
     if hi <= lo:
         raise InputError(f"constant image (every pixel is {lo:g}): nothing to reconstruct", p)
-    step = max(1, int(math.sqrt(arr.size / 4e6)))  # percentiles on <= ~4 M samples
-    sample = arr[::step, ::step]
-    sample = sample[np.isfinite(sample)]
+    if not all_finite:
+        arr = np.where(finite, arr, lo)
+    top, bottom, left, right = field = exposed_field(arr)
+    markers = burnt_in_markers(arr, field)
+    arr = fill_from_surroundings(arr, markers)
+    h, w = arr.shape
+    inner = arr[top:h - bottom, left:w - right]
+    step = max(1, int(math.sqrt(inner.size / 4e6)))  # percentiles on <= ~4 M samples
+    sample = inner[::step, ::step]
     plo, phi = (float(x) for x in np.percentile(sample, PERCENTILES))
     if phi > plo:
         lo, hi = plo, phi
     out = ((arr - lo) * (1.0 / (hi - lo))).astype(np.float32)
     if not all_finite:
         out[~finite] = 0.0
-    return np.clip(out, 0.0, 1.0, out=out), [lo, hi]
+    out[:top], out[h - bottom:], out[:, :left], out[:, w - right:] = 0.0, 0.0, 0.0, 0.0
+    facts = {"collimation_border_px": {"top": top, "bottom": bottom, "left": left, "right": right},
+             "burnt_in_marker_px": int(markers.sum())}
+    return np.clip(out, 0.0, 1.0, out=out), [lo, hi], facts
 
 
 def _area_weights(n_in: int, s_in: float, n_out: int, s_out: float) -> np.ndarray:
@@ -315,16 +344,9 @@ def _pair(ds, key):
 
 # ---------------------------------------------------------------------- readers
 def _read_dicom(p: Path, notes: _Notes):
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from X2BRLib.io.dicom_read import decode_pixels, display_values, read_dataset, transfer_syntax
 
-    try:
-        ds = pydicom.dcmread(p)
-    except InvalidDicomError:  # a .dcm without the 128-byte preamble?
-        ds = pydicom.dcmread(p, force=True)
-        if not any(k in ds for k in ("SOPClassUID", "Modality", "PixelData", "Rows")):
-            raise InputError("not a DICOM file (no DICM preamble and no DICOM elements)", p)
+    ds, file_meta_note = read_dataset(p)
     modality = str(ds.get("Modality", "") or "").upper()
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
@@ -339,32 +361,18 @@ def _read_dicom(p: Path, notes: _Notes):
         raise InputError(f"unsupported photometric interpretation {pi or 'missing'!r} "
                          "(supported: MONOCHROME1, MONOCHROME2, RGB)", p)
     _check_shape(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), p)
-    try:
-        stored = ds.pixel_array
-    except Exception as e:
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
-        raise InputError(f"cannot decode the DICOM pixel data (transfer syntax {ts}): {e}", p) from e
-    meta = dict(format="DICOM", modality=modality or None, photometric=pi,
-                original_dtype=str(stored.dtype), voi_applied=False, inverted=False)
+    stored = decode_pixels(ds, p)
+    ts_uid, ts_name = transfer_syntax(ds)
+    meta = dict(format="DICOM", modality=modality or None, photometric=pi, original_dtype=str(stored.dtype),
+                transfer_syntax=ts_name, transfer_syntax_uid=ts_uid, file_meta=file_meta_note is None,
+                burned_in_annotation=str(ds.get("BurnedInAnnotation", "") or "").upper() or None,
+                voi_applied=False, inverted=False)
+    if file_meta_note:
+        meta["file_meta_note"] = file_meta_note
     if pi == "RGB":
         arr = _luminance(stored, notes)
     else:
-        arr = np.asarray(apply_modality_lut(stored, ds), float)
-        if np.ptp(arr) > 0 and ("VOILUTSequence" in ds or "WindowCenter" in ds):
-            try:
-                voi = np.asarray(apply_voi_lut(arr, ds), float)
-            except Exception as e:
-                notes.add(f"VOI LUT / window could not be applied ({e}); ignored")
-            else:
-                if np.ptp(voi) > 0:
-                    arr, meta["voi_applied"] = voi, True
-                else:
-                    notes.add("the VOI window maps every pixel to one value; ignored")
-        invert = pi == "MONOCHROME1"
-        if str(ds.get("PresentationLUTShape", "")).upper() == "INVERSE":
-            invert = not invert
-        if invert:
-            arr, meta["inverted"] = -arr, True
+        arr = display_values(ds, stored, meta, notes)
 
     arr = _orient_dicom(arr, ds, meta, notes)
     sdd, sod = _positive(ds.get("DistanceSourceToDetector")), _positive(ds.get("DistanceSourceToPatient"))

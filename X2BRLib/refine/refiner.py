@@ -12,15 +12,20 @@ consistent bones.
    geodesic CPD (:func:`X2BRLib.refine.cpd.deformable_cpd`: template rib n is pulled only
    toward X2B rib n; GBCPD++: ``downsample`` points registered, the displacement
    interpolated to every vertex through the geodesic kernel);
-4. voxelise the deformed meshes onto the reconstruction grid.
+4. voxelise the deformed meshes onto the reconstruction grid and keep each bone's largest
+   26-connected piece (:mod:`X2BRLib.refine.pieces`).
 
 A bone that was neither detected nor reconstructed by X2B is left out (listed under
 ``stats['refine']['bones_left_out']``): the template never invents a bone the film
 gave no evidence of.
 
 The result is a Reconstruction with the same grid (so the same writers, metrics and
-Slicer loading apply) whose ``meshes`` are the deformed template surfaces (closed, one
-piece per bone). ``template_only`` skips X2B (depth from the nominal anatomy) and CPD.
+Slicer loading apply) whose ``meshes`` are the deformed template surfaces. Guaranteed for any
+input: every mesh is one closed, consistently oriented piece (the template's topology, checked
+when the refiner loads it) and every bone of ``labels_xyz`` is one 26-connected piece (voxels
+outside a bone's largest piece go to the background; counts under
+``stats['refine']['voxels_outside_largest_piece']``). ``template_only`` skips X2B (depth from
+the nominal anatomy) and CPD.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from scipy import ndimage
 
 from .. import anatomy
 from ..metrics import surface_mesh
+from .pieces import check_template, keep_largest_piece
 
 
 @dataclass
@@ -39,7 +45,8 @@ class RefineOptions:
     """Defaults chosen on 6 validation-split virtual patients (never the test split) with the
     dataset's boxes: all-bone IoU of X2BR 0.345 (w 0.1, beta 20, lam 2) -> 0.405 (w 0) ->
     0.415 (w 0, beta 40, lam 1); beta 80 or 6000 registered points change it by < 0.005
-    (docs/DECISIONS.md, "Refinement settings")."""
+    (docs/DECISIONS.md, "Refinement settings"; read off the tuning runs' printed output, no
+    committed record)."""
     beta_mm: float = 40.0        # geodesic kernel width on the template surface
     lam: float = 1.0             # CPD smoothness (pycpd's alpha)
     w: float = 0.0               # outlier weight (0: every X2B surface point is explained by its bone)
@@ -120,6 +127,12 @@ class Refiner:
         self.device = device
         t0 = time.perf_counter()
         self.template = template if template is not None else SkeletonTemplate.load()
+        bad = check_template(self.template)
+        if bad:
+            from ..errors import WeightsError
+
+            raise WeightsError("skeleton template: these bones are not one closed, consistently oriented "
+                               f"surface: {', '.join(bad)}; rebuild it with `x2br build-template`")
         self._detector = detector
         self._detector_weights = detector_weights
         self.load_s = time.perf_counter() - t0
@@ -171,14 +184,19 @@ class Refiner:
                                      max_iter=opt.max_iter, tol=opt.tol,
                                      source_labels=tmpl.vertex_labels.astype(np.int64),
                                      target_labels=LX, edges=tmpl.edges(), downsample=opt.downsample,
-                                     device=torch.device(self.device))
+                                     device=torch.device(self.device),
+                                     callback=lambda iteration, sigma2, **_: report(
+                                         0.65 + 0.15 * min(iteration, opt.max_iter) / opt.max_iter,
+                                         f"CPD iteration {iteration} of at most {opt.max_iter}, "
+                                         f"sigma^2 {sigma2:.3g} mm^2"))
                 tmpl = tmpl.copy_with_vertices(res.points.detach().cpu().numpy())
                 cpd_info = {"iterations": res.iterations, "sigma2_mm2": float(res.sigma2),
                             "target_points": int(len(X)), "registered_points": int(len(res.indices))}
         t3 = time.perf_counter()
         timings["register"] = t3 - t2
         report(0.8, "voxelising the refined bones")
-        labels = voxelise(tmpl, rec.labels_xyz.shape, rec.origin_lps_mm, rec.spacing_mm)
+        labels, specks = keep_largest_piece(voxelise(tmpl, rec.labels_xyz.shape, rec.origin_lps_mm,
+                                                     rec.spacing_mm))
         timings["voxelise"] = time.perf_counter() - t3
         meshes = {anatomy.bone(b).name: tmpl.bone(b) for b in tmpl.labels_present()}
         stats = dict(rec.stats)
@@ -188,6 +206,7 @@ class Refiner:
             "options": opt.to_dict(), "n_detections": len(detections),
             "detections": [d.to_dict() if hasattr(d, "to_dict") else dict(d) for d in detections],
             "fits": [f.to_dict() for f in fits], "cpd": cpd_info, "bones_left_out": dropped,
+            "voxels_outside_largest_piece": specks,
             "template": {k: v for k, v in getattr(self.template, "meta", {}).items()
                          if k in ("name", "version", "sha256", "source", "licence", "n_vertices")},
         }

@@ -42,10 +42,11 @@ import numpy as np
 from .. import anatomy
 from ..errors import InputError, WeightsError
 from ..io.checked import read_checked_record, write_with_record
+from ..shipped import resource
 
 FORMAT = "x2br-skeleton-template"
 FORMAT_VERSION = 1
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Template"
+TEMPLATE_DIR = resource("Template")
 DEFAULT_PATH = TEMPLATE_DIR / "skeleton_template.npz"
 HINT = "rebuild it with `python scripts/make_template.py` or reinstall X2BR"
 

@@ -35,6 +35,23 @@ def _progress_line(fraction: float, message: str) -> None:
     print(f"x2br: progress {fraction:.2f} {message}", file=sys.stderr, flush=True)
 
 
+class ProgressLines:
+    """A progress callback that prints :func:`_progress_line`, at most one line per ``min_interval_s``
+    within a stage (the message's first two words: 'MISE level', 'CPD iteration'), and always the
+    first line of a new stage and the last (fraction 1)."""
+
+    def __init__(self, min_interval_s: float = 1.0, clock=time.monotonic):
+        self.min_interval_s, self.clock = float(min_interval_s), clock
+        self._last_t, self._last_stage = None, None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        stage, now = " ".join(message.split()[:2]), self.clock()
+        if (stage != self._last_stage or fraction >= 1.0 or self._last_t is None
+                or now - self._last_t >= self.min_interval_s):
+            _progress_line(fraction, message)
+            self._last_t, self._last_stage = now, stage
+
+
 def cmd_train(args) -> int:
     from .train import main as train_main
 
@@ -44,26 +61,26 @@ def cmd_train(args) -> int:
 def cmd_reconstruct(args) -> int:
     """One or many radiographs; one failure does not stop the others; progress on stderr."""
     from ..errors import X2BRError
+    from ..io.batch import output_folders
     from ..pipeline import ReconstructOptions, Reconstructor, write_outputs
 
     files = _expand_inputs(args.inputs)
+    outdirs = output_folders(files, args.output)
     opts = ReconstructOptions(quality=args.quality, device=args.device, weights=args.weights,
                               refine=args.refine, detector_weights=args.detector_weights, template=args.template,
                               pixel_spacing_mm=args.pixel_spacing, force=args.force)
     reconstructor = Reconstructor(opts)
-    out_root = Path(args.output)
     results, failures = [], []
     bar = None
     if not args.no_progress and len(files) > 1:
         from tqdm import tqdm
 
         bar = tqdm(total=len(files), unit="film", file=sys.stderr)
-    for f in files:
-        outdir = out_root if len(files) == 1 else out_root / f.name.split(".")[0]
+    for f, outdir in zip(files, outdirs):
         try:
             print(f"x2br: reconstructing {f}", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            rec = reconstructor.reconstruct(f, progress=_progress_line)
+            rec = reconstructor.reconstruct(f, progress=ProgressLines())
             paths = write_outputs(rec, outdir, overwrite=args.overwrite, meshes=not args.no_meshes)
             _progress_line(1.0, f"written to {outdir}")
             results.append({"input": str(f), "output": str(outdir), "bones_found": rec.report()["bones_found"],
@@ -135,7 +152,10 @@ def cmd_merge_evaluations(args) -> int:
 
 
 def add_commands(sub) -> None:
-    s = sub.add_parser("train", help="train the X2B network (all options: x2br train --help)", add_help=False)
+    # prefix_chars "+": every word after `train` (--data ...) goes to x2b.train's own parser untouched
+    # (argparse.REMAINDER alone drops a leading option: python bug 17050)
+    s = sub.add_parser("train", help="train the X2B network (all options: x2br train --help)", add_help=False,
+                       prefix_chars="+")
     s.add_argument("train_args", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_train)
 

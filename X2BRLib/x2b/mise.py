@@ -176,11 +176,12 @@ class MISE:
 
 
 # ---------------------------------------------------------------------- multi-class wrapper
-def _evaluate(decode_fn, points_lps_mm: np.ndarray, batch_points: int):
+def _evaluate(decode_fn, points_lps_mm: np.ndarray, batch_points: int, on_batch=None):
     """Run decode_fn in batches -> (p_bone (M,) float32, bone label (M,) uint8).
 
     decode_fn(points (m, 3) float32 LPS mm) returns either (p_bone (m,), label (m,))
     or class probabilities (m, C) with class 0 = background.
+    on_batch: optional ``callback(points done, points in all)`` after every batch.
     """
     ps, ls = [], []
     for i in range(0, len(points_lps_mm), batch_points):
@@ -192,6 +193,8 @@ def _evaluate(decode_fn, points_lps_mm: np.ndarray, batch_points: int):
             p, lab = 1.0 - probs[:, 0], probs[:, 1:].argmax(1) + 1
         ps.append(np.asarray(p, np.float32).reshape(-1))
         ls.append(np.asarray(lab).reshape(-1).astype(np.uint8))
+        if on_batch is not None:
+            on_batch(min(i + batch_points, len(points_lps_mm)), len(points_lps_mm))
     if not ps:
         return np.zeros(0, np.float32), np.zeros(0, np.uint8)
     return np.concatenate(ps), np.concatenate(ls)
@@ -212,7 +215,7 @@ def lattice_plan(geometry, voxel_mm_final: float, start_voxel_mm: float):
 
 
 def extract_labels(decode_fn, geometry, voxel_mm_final: float = 2.0, start_voxel_mm: float = 4.0,
-                   batch_points: int = 65536, threshold: float = 0.5, dilate: int = 1):
+                   batch_points: int = 65536, threshold: float = 0.5, dilate: int = 1, progress=None):
     """Multi-class label volume of the reconstruction box by MISE.
 
     decode_fn: see :func:`_evaluate` (e.g. ``x2b.model.make_decode_fn``).
@@ -222,6 +225,10 @@ def extract_labels(decode_fn, geometry, voxel_mm_final: float = 2.0, start_voxel
     cells. Every evaluated point keeps its argmax bone label; an occupied voxel
     never evaluated (inside a coarse cell) takes the label of the nearest
     evaluated point of the finest lattice that has one (coarse value).
+
+    progress: optional ``callback(fraction, message)`` after every batch of queries; the
+    fraction counts the lattice levels equally (level k of n: k / n, then the share of its
+    points done), so it only grows.
 
     Returns (labels (X, Y, Z) uint8 on ``geometry.box_grid(voxel_mm_final)``,
     stats dict: queries, dense_queries, level_queries, time_decode_s, time_total_s,
@@ -235,7 +242,14 @@ def extract_labels(decode_fn, geometry, voxel_mm_final: float = 2.0, start_voxel
     while len(pts):
         xyz = origin[None] + pts * spacing[None]
         t1 = time.perf_counter()
-        p, lbl = _evaluate(decode_fn, xyz, batch_points)
+        on_batch = None
+        if progress is not None:
+            level, step_mm = len(m.level_queries) - 1, float(spacing[0]) * m.step
+
+            def on_batch(done, total, level=level, step_mm=step_mm):
+                progress((level + done / total) / (steps + 1), f"MISE level {level + 1} of {steps + 1} "
+                         f"({step_mm:g} mm lattice): {done:,} of {total:,} points queried")
+        p, lbl = _evaluate(decode_fn, xyz, batch_points, on_batch)
         t_dec += time.perf_counter() - t1
         m.update(pts, p, lbl)
         pts = m.query()

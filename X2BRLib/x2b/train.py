@@ -337,12 +337,16 @@ def train(config: TrainConfig) -> dict:
     return row
 
 
-def export_weights(checkpoint, out_path, extra: dict | None = None):
+def export_weights(checkpoint, out_path, extra: dict | None = None, overwrite: bool = False):
     """Checkpoint (best.pt / last.pt, or a run folder: best.pt preferred) -> fp16 weights + record.
 
-    out_path: folder or ``<name>.pt`` (see weights.save_weights). Returns (pt, json) paths.
+    out_path: folder or ``<name>.pt`` (see weights.save_weights); existing weights there are
+    replaced only with overwrite (InputError naming the file otherwise). Returns (pt, json) paths.
     """
+    from ..io.checked import refuse_existing_weights
     from .weights import save_weights
+
+    refuse_existing_weights(out_path, overwrite)
 
     ck_path = Path(checkpoint)
     if ck_path.is_dir():
@@ -386,6 +390,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", dest="data_root", required=True, help="shard root (with dataset.json)")
     p.add_argument("--out", dest="out_dir", required=True, help="run folder (checkpoints, log.csv, curves.png)")
     p.add_argument("--export", default=None, help="after training, export best weights to this folder/.pt")
+    p.add_argument("--overwrite", action="store_true", help="let --export replace existing weights")
     for f in fields(TrainConfig):
         if f.name in ("data_root", "out_dir"):
             continue
@@ -403,11 +408,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """CLI entry (``x2br train``); see ``--help``."""
     args = vars(_parser().parse_args(argv))
-    export = args.pop("export")
+    export, overwrite = args.pop("export"), args.pop("overwrite")
+    if export:
+        from ..io.checked import refuse_existing_weights
+
+        refuse_existing_weights(export, overwrite)  # before training, not after it
     cfg = TrainConfig(**args)
     train(cfg)
     if export and int(os.environ.get("RANK", "0")) == 0:
-        pt, js = export_weights(cfg.out_dir, export)
+        pt, js = export_weights(cfg.out_dir, export, overwrite=overwrite)
         print(f"exported {pt} and {js}")
     return 0
 
