@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from .geometry import DEFAULT_FIELD_MM
+from .shipped import resource
 
-REPO = Path(__file__).resolve().parents[1]
-PRIOR_PATH = REPO / "Resources" / "Scale" / "bone_layout.json"
+PRIOR_PATH = resource("Scale", "bone_layout.json")
 MIN_CONFIDENCE = 0.25       # detections used for the fit
 MIN_BONES = 6               # fewer fitted bones: no estimate
 MIN_SPREAD_MM = 40.0        # RMS distance of the fitted bones from their centroid (prior, mm)
