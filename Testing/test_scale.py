@@ -117,3 +117,17 @@ def test_a_nrrd_with_itks_1_mm_spacing_counts_as_no_spacing(tmp_path):
     img.SetSpacing((0.2, 0.2))
     sitk.WriteImage(img, str(tmp_path / "film2.nrrd"))
     assert read_radiograph(tmp_path / "film2.nrrd", view="PA").meta["spacing_source"] == "file"
+
+
+def test_an_estimate_wider_than_any_detector_is_warned_about(detector):
+    """A small chest on a large field (here the sample film padded to 1.5 times its width and height,
+    as a child's film would look) makes the estimated field wider than 500 mm."""
+    import numpy as np
+
+    rad = read_radiograph(SAMPLE_FILM)
+    big = np.zeros((384, 384), np.float32)
+    big[64:320, 64:320] = rad.image
+    geom = replace(rad.geometry, size_px=(384, 384))
+    out, _ = check_and_scale(_stripped(replace(rad, image=big, geometry=geom)), detector)
+    assert out.meta["scale"]["source"] == "estimate" and out.meta["scale"]["field_mm"] > 500
+    assert any("more than a chest detector" in w for w in out.warnings)

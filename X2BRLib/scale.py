@@ -44,6 +44,9 @@ MIN_SPREAD_MM = 40.0        # RMS distance of the fitted bones from their centro
 # around the public CT's; children's films fall below it and are warned about.
 PLAUSIBLE_SIZE_FACTOR = (0.7, 1.4)
 MIN_BONES_TO_OVERRIDE = 10
+# An estimate that makes the image wider than this is suspicious: chest detectors are 35-43 cm;
+# a child's film (small bones on a large field) does it, since the prior is an adult's chest.
+MAX_FIELD_MM = 500.0
 
 
 @lru_cache(maxsize=4)
@@ -200,6 +203,10 @@ def resolve(radiograph, detections, net_geometry, user_spacing_mm=None, prior: d
         new_warnings.append(f"no pixel spacing in the file ({meta.get('spacing_why') or 'none given'}); "
                             f"estimated from {origin}: {sp[0]:.4g} mm (+/- {100 * unc:.0f} %); "
                             "pass --pixel-spacing MM if you know it")
+        field = max(sp[0] * g.size_px[0], sp[1] * g.size_px[1])
+        if field > MAX_FIELD_MM:
+            new_warnings.append(f"with the estimated spacing the image is {field:.0f} mm wide, more than a "
+                                f"chest detector (43 cm): a child's film? The estimate assumes an adult's chest")
     else:
         side_px = max(g.size_px)
         sp, source, unc = (DEFAULT_FIELD_MM / side_px,) * 2, "default", None
