@@ -390,6 +390,9 @@ def load_source(ct_paths: dict, device="cpu") -> AnatomySource:
         if ct_paths.get("name"):
             ct.name = str(ct_paths["name"])
     else:
+        from .prepare import contrast_test
+
         ct = read_labelled_ct(ct_paths["ct"], ct_paths["labels"], ct_paths.get("structures"),
                               ct_paths.get("name"), ct_paths.get("label_values") or "auto")
+        ct.contrast = contrast_test(ct)["contrast"]  # None (not measurable): removed, as before
     return AnatomySource(ct, device)

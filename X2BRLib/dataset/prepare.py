@@ -146,3 +146,49 @@ def prepare(ct: LabelledCT, contrast: bool | None = None, crop: bool = True,
     ct.contrast = bool(decided)
     ct.meta = dict(ct.meta, contrast_test=test, contrast_given=contrast is not None)
     return crop_and_resample(ct, spacing_mm, margin_mm) if crop else ct
+
+
+def prepare_sources(args) -> list[dict]:
+    """``x2br prepare-ct``: every source the arguments name (dataset/cohort.py), prepared in
+    memory first, then written (``-o X.npz`` for one CT, ``-o DIR`` -> ``DIR/<patient>.npz``);
+    nothing is written when one fails. Returns one summary row per CT."""
+    from pathlib import Path
+
+    from ..io.ct import read_labelled_ct
+    from .builder import source_name
+    from .cohort import sources_from_args
+
+    sources = sources_from_args(args)
+    out = Path(args.output)
+    if out.suffix == ".npz" and len(sources) > 1:
+        raise InputError(f"{len(sources)} CTs: give a folder, not a .npz", out)
+    targets = [out] if out.suffix == ".npz" else [out / f"{source_name(s)}.npz" for s in sources]
+    existing = [t for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        raise InputError("exists; pass --overwrite to replace it", existing[0])
+    try:
+        margin = [float(v) for v in str(args.margin_mm).split(",")]
+        margin = margin * 3 if len(margin) == 1 else margin
+        assert len(margin) == 3 and min(margin) >= 0
+    except (ValueError, AssertionError):
+        raise InputError(f"--margin-mm must be one or three non-negative numbers (LR,AP,SI), not {args.margin_mm!r}")
+    if not args.spacing_mm > 0:
+        raise InputError(f"--spacing-mm must be positive, not {args.spacing_mm}")
+    contrast = {"auto": None, "yes": True, "no": False}[args.contrast]
+    done = []
+    for src in sources:
+        if src.get("prepared"):
+            ct = LabelledCT.load_npz(src["prepared"])
+        else:
+            ct = read_labelled_ct(src["ct"], src["labels"], src.get("structures"), src.get("name"),
+                                  src.get("label_values") or "auto")
+        done.append(prepare(ct, contrast, not args.no_crop, args.spacing_mm, margin))
+    rows = []
+    for ct, target in zip(done, targets):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ct.save_npz(target)
+        rows.append({"output": str(target.resolve()), "patient": ct.name, "bones": len(ct.bones_present()),
+                     "shape_zyx": list(ct.hu.array.shape), "spacing_mm": [float(s) for s in ct.hu.spacing_mm],
+                     "contrast": ct.contrast, "contrast_test": ct.meta.get("contrast_test"),
+                     "megabytes": round(target.stat().st_size / 1e6, 2)})
+    return rows
