@@ -13,7 +13,7 @@ from X2BRLib.errors import InputError
 from X2BRLib.io.ct import LabelledCT, read_labelled_ct
 from X2BRLib.volume import Volume
 
-SMALL = dict(image_size=64, gt_voxel_mm=6.0, n_points=2048, drr_step_mm=3.0, progress=False)
+TINY = dict(image_size=32, gt_voxel_mm=12.0, n_points=512, drr_step_mm=6.0, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_patient_level_splits_never_leak_a_patient(prepared, tmp_path):
     from X2BRLib.dataset.builder import BuildConfig, assign_patients, build_dataset
 
     cfg = BuildConfig(out=str(tmp_path / "ds"), counts={"train": 3, "val": 1, "test": 1},
-                      test_patients=("carl",), **SMALL)
+                      test_patients=("carl",), **TINY)
     m = build_dataset(cfg, [{"prepared": p} for p in prepared.values()], log=lambda *_: None)
     assert m["patients"] == ["anna", "bert", "carl"] and m["test_patients"] == ["carl"]
     cp = m["case_patients"]
@@ -155,6 +155,30 @@ def test_patient_level_splits_never_leak_a_patient(prepared, tmp_path):
         assign_patients({"train": 1}, ["a", "b"], ["z"])
     with pytest.raises(InputError, match="no patient left for the train split"):
         assign_patients({"train": 1, "test": 1}, ["a"], ["a"])
+
+
+def test_a_fold_of_a_pool_holds_out_its_patients_without_building_again(prepared, tmp_path):
+    from X2BRLib.dataset.builder import BuildConfig, build_dataset
+    from X2BRLib.dataset.folds import derive_fold
+
+    sources = [{"prepared": p} for p in prepared.values()]
+    for k in (0, 1):  # two processes' parts, then the manifest of the whole
+        build_dataset(BuildConfig(out=str(tmp_path / "pool"), counts={"train": 4, "val": 0, "test": 3},
+                                  part=(k, 2), **TINY), sources, log=lambda *_: None)
+    pool = build_dataset(BuildConfig(out=str(tmp_path / "pool"), counts={"train": 4, "val": 0, "test": 3}, **TINY),
+                         sources, log=lambda *_: None)
+    assert pool["last_build"]["cases"] == 0 and len(pool["splits"]["train"]) == 4
+    fold = derive_fold(tmp_path / "pool", tmp_path / "fold", ["anna"])
+    assert set(fold["case_patients"]["train"].values()) == {"bert", "carl"}
+    assert set(fold["case_patients"]["test"].values()) == {"anna"} and fold["splits"]["test"] == ["case_00000.npz"]
+    assert fold["splits"]["train"] == ["case_00001.npz", "case_00002.npz"]
+    a, b = tmp_path / "pool" / "train" / "case_00001.npz", tmp_path / "fold" / "train" / "case_00001.npz"
+    assert a.read_bytes() == b.read_bytes() and not (tmp_path / "fold" / "train" / "case_00000.npz").exists()
+    with pytest.raises(InputError, match="is a fold of"):
+        build_dataset(BuildConfig(out=str(tmp_path / "fold"), counts={"train": 4}, **TINY), sources,
+                      log=lambda *_: None)
+    with pytest.raises(InputError, match="not among the pool's patients"):
+        derive_fold(tmp_path / "pool", tmp_path / "fold2", ["zoe"])
 
 
 def test_evaluate_reports_per_patient_and_several_weights_on_the_same_films(prepared, tmp_path):

@@ -82,7 +82,8 @@ def cmd_build_dataset(args) -> int:
     cfg = BuildConfig(out=args.output, counts={"train": args.train, "val": args.val, "test": args.test},
                       image_size=args.image_size, gt_voxel_mm=args.voxel_mm, n_points=args.points,
                       seed=args.seed, workers=args.workers, device=args.device, progress=not args.no_progress,
-                      test_patients=tuple(t for t in (args.test_patients or "").split(",") if t))
+                      test_patients=tuple(t for t in (args.test_patients or "").split(",") if t),
+                      part=_part(args.part))
     manifest = build_dataset(cfg, sources_from_args(args), log=lambda m: print(m, file=sys.stderr))
     lb = manifest["last_build"]
     print(json.dumps({"output": str(Path(args.output).resolve()),
@@ -91,6 +92,15 @@ def cmd_build_dataset(args) -> int:
                       "built_now": lb["cases"], "seconds": lb["seconds"],
                       "cases_per_minute": lb["cases_per_minute"]}))
     return 0
+
+
+def _part(text) -> tuple:
+    try:
+        k, n = (int(v) for v in str(text).split("/"))
+        assert 0 <= k < n
+    except (ValueError, AssertionError):
+        raise X2BRError(f"--part takes K/N with 0 <= K < N, not {text!r}") from None
+    return k, n
 
 
 def cmd_drr(args) -> int:
@@ -145,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="dataset folder (resumes if it exists)")
     s.add_argument("--test-patients", metavar="A[,B]",
                    help="patients held out: their cases go to the test split only, never to train or val")
+    s.add_argument("--part", default="0/1", metavar="K/N",
+                   help="build only cases whose index %% N == K (N processes on one folder, e.g. one per GPU); "
+                        "a last run without --part completes the manifest")
     s.add_argument("--train", type=int, default=800)
     s.add_argument("--val", type=int, default=40)
     s.add_argument("--test", type=int, default=60)
@@ -193,11 +206,13 @@ def _add_optional_commands(sub) -> None:
     """Commands whose code lives in sub-packages (X2B network, detector, refinement)."""
     from .detect import commands as detect_commands
     from .refine import commands as refine_commands
+    from .dataset import folds
     from .x2b import commands as x2b_commands
 
     x2b_commands.add_commands(sub)
     detect_commands.add_commands(sub)
     refine_commands.add_commands(sub)
+    folds.add_commands(sub)
 
 
 def main(argv=None) -> int:

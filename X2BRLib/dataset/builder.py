@@ -68,6 +68,7 @@ class BuildConfig:
     device: str = "cpu"
     progress: bool = True
     test_patients: tuple = ()  # patients whose cases go to the test split only
+    part: tuple = (0, 1)  # (k, n): build only cases whose index % n == k (n processes, e.g. one per GPU)
 
 
 def case_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -308,6 +309,8 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
                 "test_patients": sorted(set(cfg.test_patients))}
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
+        if old.get("derived_from"):
+            raise InputError(f"{root} is a fold of {old['derived_from']} (x2br fold-dataset): build that one")
         if "patients" not in old:  # written before patients were recorded: one source, whatever its name
             old["patients"] = settings["patients"] if len(sources) == 1 else None
             old["test_patients"] = []
@@ -315,8 +318,9 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
         if clash:
             raise ValueError(f"{root} holds a dataset built with other settings {clash}; "
                              "choose another output folder")
+    k, n_parts = cfg.part
     jobs = [(cfg, s, i, assignment[s][i]) for s, n in cfg.counts.items() for i in range(n)
-            if not case_is_complete(root / s / f"case_{i:05d}.npz")]
+            if i % n_parts == k and not case_is_complete(root / s / f"case_{i:05d}.npz")]
     total = sum(cfg.counts.values())
     log(f"x2br build-dataset: {total - len(jobs)} of {total} cases already built, {len(jobs)} to go "
         f"({cfg.workers} worker(s), device {cfg.device})")
