@@ -60,7 +60,7 @@ def test_a_catalog_label_map_is_read_as_catalog_values_and_a_totalsegmentator_ma
         read_labelled_ct(sample_ct_paths["ct"], sample_ct_paths["labels"], label_values="catalog")
 
 
-def test_a_cohort_folder_names_patients_by_folder(sample_ct, sample_ct_paths, tmp_path):
+def test_a_cohort_folder_names_patients_by_folder_and_is_prepared_in_one_command(sample_ct, sample_ct_paths, tmp_path):
     from X2BRLib.dataset.cohort import cohort_members
 
     for name in ("p2", "p1"):
@@ -69,10 +69,19 @@ def test_a_cohort_folder_names_patients_by_folder(sample_ct, sample_ct_paths, tm
         _write(sample_ct.labels, tmp_path / "c" / name / "labels.nii.gz")
     members = cohort_members(tmp_path / "c")
     assert [m["name"] for m in members] == ["p1", "p2"]
+    out = tmp_path / "prepared"
+    args = ["prepare-ct", "--cohort", str(tmp_path / "c"), "-o", str(out), "--spacing-mm", "4", "--contrast", "no"]
+    assert main(args) == 0
+    assert sorted(f.name for f in out.iterdir()) == ["p1.npz", "p2.npz"]
+    p1 = LabelledCT.load_npz(out / "p1.npz")
+    assert p1.name == "p1" and p1.contrast is False and np.allclose(p1.hu.spacing_mm, 4.0)
+    assert main(args) == 2  # exists: not replaced without --overwrite
     (tmp_path / "c" / "p3").mkdir()
     _write(sample_ct.hu, tmp_path / "c" / "p3" / "ct.nii.gz")
     with pytest.raises(InputError, match="patient p3: no labels"):
         cohort_members(tmp_path / "c")
+    assert main(args[:4] + [str(tmp_path / "other")]) == 2
+    assert not (tmp_path / "other").exists()  # nothing written when one patient fails
 
 
 def test_cropping_to_the_chest_keeps_every_bone_and_drops_the_rest(sample_ct):
