@@ -56,6 +56,12 @@ def test_a_catalog_label_map_is_read_as_catalog_values_and_a_totalsegmentator_ma
     # the bundled map holds TotalSegmentator ids (up to 116): auto translates it
     ts = read_labelled_ct(sample_ct_paths["ct"], sample_ct_paths["labels"])
     np.testing.assert_array_equal(ts.labels.array, sample_ct.labels.array)
+    # the rule: catalog values hold a rib (1..24); a TotalSegmentator map cut to vertebrae (27-44) holds none
+    from X2BRLib.io.ct import catalog_values_rule
+
+    assert catalog_values_rule([0, 3, 30, 45]) == "catalog"
+    assert catalog_values_rule([0, 35, 36, 37]) == "totalseg"
+    assert catalog_values_rule([0, 3, 30], structure_table={}) == "totalseg"
     with pytest.raises(InputError, match="catalog values end at 45"):
         read_labelled_ct(sample_ct_paths["ct"], sample_ct_paths["labels"], label_values="catalog")
 

@@ -43,7 +43,8 @@ def _add_ct_args(p, many: bool = False):
                                            "or a folder of per-structure masks")
     p.add_argument("--label-values", default="auto", choices=["auto", "catalog", "totalseg"],
                    help="what the label map's values are: catalog labels 1-45 (`x2br label-bones`), "
-                        "TotalSegmentator ids, or auto (all values <= 45: catalog; else TotalSegmentator)")
+                        "TotalSegmentator ids, or auto (all values <= 45 with a rib, 1-24: catalog; "
+                        "else TotalSegmentator)")
     p.add_argument("--name", **rep, help="patient name (default: the CT's folder or file name)")
     p.add_argument("--structures", help="CSV (structure,id) naming the label map's values "
                                         "(default: TotalSegmentator v2 ids)")

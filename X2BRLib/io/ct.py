@@ -10,9 +10,10 @@ millimetres (SimpleITK's frame).
 Which values a label map holds (``label_values``): ``"catalog"`` (0 background,
 1..45 the catalog's bones), ``"totalseg"`` (TotalSegmentator ids, translated by
 the structure table) or ``"auto"``: a ``structure_table`` means TotalSegmentator;
-otherwise a map whose values all lie in 0..45 is catalog values and a map with
-any value above 45 is TotalSegmentator ids (every TotalSegmentator map of a
-chest holds ribs, ids 92-115).
+otherwise a map whose values all lie in 0..45 and include a rib (1..24) is catalog
+values, anything else TotalSegmentator ids (a TotalSegmentator map of a chest holds
+its ribs as 92-115; one cut to a few vertebrae, 27-44, has no value in 1..24 unless
+it holds organs, and organs come with ribs in a chest).
 """
 from __future__ import annotations
 
@@ -131,7 +132,10 @@ def catalog_values_rule(values, structure_table=None) -> str:
     if structure_table is not None:
         return "totalseg"
     values = np.asarray(values)
-    return "catalog" if values.size == 0 or int(values.max()) <= len(anatomy.BONES) else "totalseg"
+    ribs = [b.label for b in anatomy.BONES if b.group == "rib"]
+    if values.size and int(values.max()) <= len(anatomy.BONES) and np.isin(values, ribs).any():
+        return "catalog"
+    return "totalseg"
 
 
 def read_labelled_ct(ct_path, labels_path, structure_table=None, name=None,
