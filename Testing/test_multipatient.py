@@ -244,3 +244,48 @@ def test_merged_parts_pool_each_patient_apart():
         assert got["count"] == whole["count"]
         assert got["mean"]["iou_all_bone"] == pytest.approx(whole["mean"]["iou_all_bone"], rel=1e-12)
         assert got["std"]["iou_all_bone"] == pytest.approx(whole["std"]["iou_all_bone"], rel=1e-9, abs=1e-12)
+
+
+def test_a_patient_drawn_toward_a_larger_one_takes_its_proportions(sample_ct):
+    """Blend (item 5): the sample CT toward itself scaled by 1.15 widens the rib cage by ~15% at t=1."""
+    import dataclasses
+
+    from X2BRLib.dataset.builder import warped_volumes
+    from X2BRLib.dataset.virtual import AnatomySource, identity_variation
+    from X2BRLib.geometry import ProjectionGeometry
+
+    anna = AnatomySource(sample_ct)
+    big = LabelledCT(Volume(sample_ct.hu.array, sample_ct.hu.origin_lps_mm, sample_ct.hu.spacing_mm * 1.15,
+                            sample_ct.hu.direction), Volume(sample_ct.labels.array, sample_ct.hu.origin_lps_mm,
+                                                            sample_ct.hu.spacing_mm * 1.15, sample_ct.hu.direction))
+    anna.others = {"big": AnatomySource(big).layout}
+    geom = ProjectionGeometry.chest("PA", size_px=(32, 32))
+    left, right = anatomy.bone("rib_left_7").label, anatomy.bone("rib_right_7").label
+
+    def width(t):
+        params = dataclasses.replace(identity_variation(), toward="big" if t else "", toward_t=t)
+        gt = warped_volumes(anna, geom, params, 4.0)[0].numpy()
+        return abs(np.argwhere(gt == left)[:, 0].mean() - np.argwhere(gt == right)[:, 0].mean())
+
+    assert width(1.0) / width(0.0) == pytest.approx(1.15, abs=0.04)
+    assert width(0.5) / width(0.0) == pytest.approx(1.075, abs=0.03)
+
+
+def test_blended_cases_toward_a_held_out_patient_stay_out_of_its_fold(prepared, tmp_path):
+    from X2BRLib.dataset.builder import BuildConfig, build_dataset
+    from X2BRLib.dataset.folds import derive_fold
+
+    cfg = BuildConfig(out=str(tmp_path / "pool"), counts={"train": 6, "val": 0, "test": 1}, blend=1.0, **TINY)
+    pool = build_dataset(cfg, [{"prepared": p} for p in prepared.values()], log=lambda *_: None)
+    toward = pool["case_toward"]["train"]
+    assert len(toward) == 6 and all(toward[n] != pool["case_patients"]["train"][n] for n in toward)
+    for n, who in toward.items():
+        with np.load(tmp_path / "pool" / "train" / n) as z:
+            assert json.loads(str(z["params"]))["anatomy"]["toward"] == who
+    fold = derive_fold(tmp_path / "pool", tmp_path / "fold", ["carl"])
+    kept = fold["splits"]["train"]
+    assert kept == sorted(n for n, who in toward.items()
+                          if who != "carl" and pool["case_patients"]["train"][n] != "carl")
+    cfg.blend = 0.0
+    with pytest.raises(ValueError, match="other settings"):
+        build_dataset(cfg, [{"prepared": p} for p in prepared.values()], log=lambda *_: None)

@@ -84,7 +84,7 @@ def cmd_build_dataset(args) -> int:
                       image_size=args.image_size, gt_voxel_mm=args.voxel_mm, n_points=args.points,
                       seed=args.seed, workers=args.workers, device=args.device, progress=not args.no_progress,
                       test_patients=tuple(t for t in (args.test_patients or "").split(",") if t),
-                      part=_part(args.part))
+                      part=_part(args.part), blend=args.blend)
     manifest = build_dataset(cfg, sources_from_args(args), log=lambda m: print(m, file=sys.stderr))
     lb = manifest["last_build"]
     print(json.dumps({"output": str(Path(args.output).resolve()),
@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--part", default="0/1", metavar="K/N",
                    help="build only cases whose index %% N == K (N processes on one folder, e.g. one per GPU); "
                         "a last run without --part completes the manifest")
+    s.add_argument("--blend", type=float, default=0.0, metavar="P",
+                   help="probability that a train/val case moves part of the way toward another training "
+                        "patient's bone layout (X2BRLib/dataset/blend.py; not measured yet)")
     s.add_argument("--train", type=int, default=800)
     s.add_argument("--val", type=int, default=40)
     s.add_argument("--test", type=int, default=60)

@@ -20,7 +20,9 @@
 # Env: TRAIN (pool train cases, 7500: 1500 per patient; a fold trains on 6000), VAL (50: 40 per fold),
 # TEST (300: 60 per patient), EPOCHS (16; fixed per run: it sets the LR schedule), BUDGET_S (570),
 # MINUTES (finish: 2.0), PROCS (evaluation processes per fold, 5), ALL_TEST (cases of the "all" test split
-# evaluated, 60: 12 per patient), FOLD_A / FOLD_B (held-out patients).
+# evaluated, 60: 12 per patient), FOLD_A / FOLD_B (held-out patients), BLEND (probability that a train/val case
+# moves part of the way toward another patient's bone layout, 0; use another DATA folder per value: a fold then
+# also drops cases drawn toward its held-out patient).
 # CPU dry run with tiny counts (proves every stage; numbers meaningless):
 #   DEVICE=cpu NGPU=1 ALL_PROCS=2 W=1 NW=0 TRAIN=10 VAL=5 TEST=10 ALL_TEST=5 EPOCHS=1 IMAGE=128 VOXEL=4 \
 #   POINTS=4096 VAL_CASES=1 PROCS=1 MINUTES=0.5 bash scripts/gpu_folds.sh train /tmp/o; ... finish /tmp/o
@@ -43,7 +45,8 @@ minutes_left() { python3 -c "print(round(max(0.3, ($BUDGET_S - $SECONDS) / 60 - 
 
 build() {  # the pool, one part per GPU, then its whole manifest; returns 1 when not complete
   local args="--prepared $PREP -o $POOL --train ${TRAIN:-7500} --val ${VAL:-50} --test ${TEST:-300}
-    --image-size ${IMAGE:-256} --voxel-mm $VOXEL --points ${POINTS:-65536} --device $DEVICE --no-progress"
+    --image-size ${IMAGE:-256} --voxel-mm $VOXEL --points ${POINTS:-65536} --device $DEVICE --no-progress
+    --blend ${BLEND:-0}"
   local left=$(( BUDGET_S - SECONDS - 30 ))
   for ((k = 0; k < NGPU; k++)); do
     CUDA_VISIBLE_DEVICES=$k timeout $left python3 -m X2BRLib.cli build-dataset $args --workers $W \

@@ -69,6 +69,7 @@ class BuildConfig:
     progress: bool = True
     test_patients: tuple = ()  # patients whose cases go to the test split only
     part: tuple = (0, 1)  # (k, n): build only cases whose index % n == k (n processes, e.g. one per GPU)
+    blend: float = 0.0    # probability that a train/val case moves toward another patient (blend.py)
 
 
 def case_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -84,6 +85,15 @@ def make_case(src: AnatomySource, cfg: BuildConfig, split: str, index: int, clea
     t0 = time.perf_counter()
     held_out = split == "test" and rng.uniform() < 0.5
     params = identity_variation() if clean else sample_variation(rng, held_out)
+    if cfg.blend > 0 and split != "test" and src.others and not clean:
+        from dataclasses import replace
+
+        from .blend import draw_toward
+
+        # a separate stream: the case's other draws stay what they are without blending
+        toward, t = draw_toward(np.random.default_rng([cfg.seed, SPLIT_ID[split], index, 1]), src.name,
+                                src.others, cfg.blend)
+        params = replace(params, toward=toward, toward_t=t)
     film = default_film("PA") if clean else sample_film(rng)
     geom = film.geometry((cfg.image_size, cfg.image_size))
     gt, mu, ijk_to_lps = warped_volumes(src, geom, params, cfg.gt_voxel_mm)
@@ -262,16 +272,45 @@ def assign_patients(counts: dict, patients, test_patients=()) -> dict:
 _WORKER: dict = {}
 
 
-def _init_worker(sources: dict, device: str):
-    """sources: patient -> paths; each AnatomySource is loaded when a case first needs it."""
+def _init_worker(sources: dict, device: str, layouts: dict | None = None):
+    """sources: patient -> paths; each AnatomySource is loaded when a case first needs it.
+    layouts: {split patients: {patient: bone layout}} for blending (train/val patients only)."""
     torch.set_num_threads(1)
-    _WORKER.update(paths=sources, device=device, src={})
+    _WORKER.update(paths=sources, device=device, src={}, layouts=layouts or {})
 
 
 def _source(patient: str) -> AnatomySource:
     if patient not in _WORKER["src"]:
-        _WORKER["src"][patient] = load_source({"name": patient, **_WORKER["paths"][patient]}, _WORKER["device"])
+        src = load_source({"name": patient, **_WORKER["paths"][patient]}, _WORKER["device"])
+        src.others = {p: lay for p, lay in _WORKER["layouts"].items() if p != patient}
+        _WORKER["src"][patient] = src
     return _WORKER["src"][patient]
+
+
+def _towards(cfg: BuildConfig, splits: dict, every: dict, layouts: dict) -> dict:
+    """{split: {case: patient it moves toward}} for blended cases (the same draws as make_case)."""
+    from .blend import draw_toward
+
+    out = {}
+    for s, names in splits.items():
+        if s == "test":
+            continue
+        for n in names:
+            i = int(n[5:10])
+            me = every[s][i]
+            toward, _ = draw_toward(np.random.default_rng([cfg.seed, SPLIT_ID[s], i, 1]), me,
+                                    [p for p in layouts if p != me], cfg.blend)
+            if toward:
+                out.setdefault(s, {})[n] = toward
+    return out
+
+
+def _layouts(sources: dict, patients) -> dict:
+    """Bone layouts of ``patients`` (blend.py), from prepared files or by reading the CT."""
+    from .blend import layout_of_prepared
+
+    return {p: (layout_of_prepared(sources[p]["prepared"]) if sources[p].get("prepared")
+                else load_source({"name": p, **sources[p]}).layout) for p in patients}
 
 
 def _work(job):
@@ -306,7 +345,8 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
     settings = {"version": DATASET_VERSION, "image_size": cfg.image_size, "gt_voxel_mm": cfg.gt_voxel_mm,
                 "n_points": cfg.n_points, "surface_sigma_mm": cfg.surface_sigma_mm, "seed": cfg.seed,
                 "drr_step_mm": cfg.drr_step_mm, "patients": sorted(sources),
-                "test_patients": sorted(set(cfg.test_patients))}
+                "test_patients": sorted(set(cfg.test_patients)),
+                **({"blend": cfg.blend} if cfg.blend > 0 else {})}
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         if old.get("derived_from"):
@@ -315,9 +355,13 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
             old["patients"] = settings["patients"] if len(sources) == 1 else None
             old["test_patients"] = []
         clash = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if old.get("blend", 0) != cfg.blend:
+            clash["blend"] = (old.get("blend", 0), cfg.blend)
         if clash:
             raise ValueError(f"{root} holds a dataset built with other settings {clash}; "
                              "choose another output folder")
+    layouts = _layouts(sources, sorted(set(assignment.get("train", [])) | set(assignment.get("val", [])))) \
+        if cfg.blend > 0 and len(sources) > 1 else {}
     k, n_parts = cfg.part
     jobs = [(cfg, s, i, assignment[s][i]) for s, n in cfg.counts.items() for i in range(n)
             if i % n_parts == k and not case_is_complete(root / s / f"case_{i:05d}.npz")]
@@ -331,12 +375,12 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
-        with ctx.Pool(cfg.workers, _init_worker, (sources, cfg.device)) as pool:
+        with ctx.Pool(cfg.workers, _init_worker, (sources, cfg.device, layouts)) as pool:
             for _, _, t in pool.imap_unordered(_work, jobs):
                 timings.append(t)
                 bar.update(1)
     elif jobs:
-        _init_worker(sources, cfg.device)
+        _init_worker(sources, cfg.device, layouts)
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         for job in jobs:
             timings.append(_work(job)[2])
@@ -351,6 +395,7 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
         "sources": [{"name": n, **{k: str(v) for k, v in p.items() if v}} for n, p in sources.items()],
         "splits": splits,
         "case_patients": {s: {n: every[s][int(n[5:10])] for n in names} for s, names in splits.items()},
+        **({"case_toward": _towards(cfg, splits, every, layouts)} if layouts else {}),
         "catalog": {b.label: b.name for b in anatomy.BONES},
         "last_build": {"cases": len(jobs), "seconds": round(elapsed, 2),
                        "cases_per_minute": round(60 * len(jobs) / elapsed, 2) if jobs and elapsed > 0 else None,

@@ -8,6 +8,8 @@ cases of the held-out ones. Case files are hard links (copies where links fail),
 costs no disk and no build time; its manifest records ``derived_from``, ``test_patients``
 and ``case_patients`` like a dataset built with ``--test-patients`` (a build-dataset run on
 a fold folder is refused). YOLO files are not linked (the detector trains on the pool).
+A pool built with ``--blend``: train and val cases drawn toward a held-out patient are left
+out of the fold as well (``case_toward`` in the pool's manifest).
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ def derive_fold(pool, out, test_patients, overwrite: bool = False) -> dict:
     splits, case_patients = {}, {}
     for split, names in src["splits"].items():
         who = src["case_patients"][split]
-        chosen = [n for n in names if keep.get(split, lambda p: False)(who[n])]
+        toward = src.get("case_toward", {}).get(split, {})  # a blend toward a held-out patient is his too
+        chosen = [n for n in names if keep.get(split, lambda p: False)(who[n]) and toward.get(n) not in held]
         (out / split).mkdir(parents=True, exist_ok=True)
         for n in chosen:
             target = out / split / n
@@ -53,7 +56,7 @@ def derive_fold(pool, out, test_patients, overwrite: bool = False) -> dict:
                     shutil.copy2(pool / split / n, target)
         splits[split] = chosen
         case_patients[split] = {n: who[n] for n in chosen}
-    manifest = {k: v for k, v in src.items() if k not in ("splits", "case_patients", "last_build")}
+    manifest = {k: v for k, v in src.items() if k not in ("splits", "case_patients", "case_toward", "last_build")}
     manifest.update({"test_patients": held, "splits": splits, "case_patients": case_patients,
                      "derived_from": str(pool.resolve())})
     atomic_write_text(out / "dataset.json", json.dumps(manifest, indent=1))

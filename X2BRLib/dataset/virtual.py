@@ -90,6 +90,8 @@ class VariationParams:
     soft_tissue: float
     lung: float
     bone_density: float
+    toward: str = ""        # another patient whose bone layout this one moves toward (blend.py)
+    toward_t: float = 0.0   # how far: 0 none, 1 that patient's layout
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -189,6 +191,8 @@ class AnatomySource:
         self.inf_label = torch.from_numpy(coarse[ix, iy, iz].astype(np.int64)).to(self.device)
         self.inf_weight = torch.from_numpy(np.exp(-0.5 * (dist * step / 6.0) ** 2).astype(np.float32)).to(self.device)
         self.inf_shape = shape
+        self.layout = {b: self.centroids[b] - self.anchor for b in self.bone_labels}
+        self.others: dict = {}  # patient -> bone layout (blend.bone_layout), set by the builder
 
     # ------------------------------------------------------------------ warp
     def _bone_transforms(self, params: VariationParams):
@@ -253,6 +257,13 @@ class AnatomySource:
             w = self.inf_weight[ci[:, 0], ci[:, 1], ci[:, 2]]
             moved = torch.einsum("nij,nj->ni", R[lab], p) + t[lab]
             p = p + w[:, None] * (moved - p)
+        # part of the way toward another patient's bone layout (first in the forward model)
+        if params.toward and params.toward_t:
+            from .blend import toward_displacement
+
+            if params.toward not in self.others:
+                raise ValueError(f"no bone layout of patient {params.toward!r} to move toward")
+            p = p - params.toward_t * toward_displacement(p, self.layout, self.others[params.toward], self.anchor)
         return p
 
     # ------------------------------------------------------------------ sampling
