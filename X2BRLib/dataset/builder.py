@@ -10,7 +10,16 @@ Case keys: ``image`` (H, W) float16 [0, 1] bone bright; ``geometry`` JSON of the
 :class:`ProjectionGeometry`; ``points_lps_mm`` (N, 3) float32; ``point_labels``
 (N,) uint8 (catalog labels, 0 background); ``gt_labels`` (X, Y, Z) uint8 on
 ``geometry.box_grid(gt_voxel_mm)``; ``gt_voxel_mm``; ``boxes`` (K, 5) float32
-(label, u0, v0, u1, v1 in px); ``params`` JSON of the variation and film.
+(label, u0, v0, u1, v1 in px); ``params`` JSON of the variation and film;
+``patient`` the name of the CT the case was made from.
+
+Several patients (labelled CTs): case ``i`` of a split comes from the split's
+patients in turn, ``patients[i % n]`` (names sorted), so cases spread evenly over
+them. ``test_patients`` are held out at the patient level: their cases go to the
+test split only, and train and val hold only the other patients; without them the
+test split draws from every patient (held out by seed and variation only). The
+manifest records ``patients``, ``test_patients`` and, per split, ``case_patients``
+(case file -> patient).
 
 Seeds: case ``i`` of split ``s`` uses ``np.random.default_rng([seed, SPLIT_ID[s], i])``;
 train, val and test therefore never share a seed, and the test split also
@@ -58,6 +67,9 @@ class BuildConfig:
     workers: int = 1
     device: str = "cpu"
     progress: bool = True
+    test_patients: tuple = ()  # patients whose cases go to the test split only
+    part: tuple = (0, 1)  # (k, n): build only cases whose index % n == k (n processes, e.g. one per GPU)
+    blend: float = 0.0    # probability that a train/val case moves toward another patient (blend.py)
 
 
 def case_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -73,6 +85,15 @@ def make_case(src: AnatomySource, cfg: BuildConfig, split: str, index: int, clea
     t0 = time.perf_counter()
     held_out = split == "test" and rng.uniform() < 0.5
     params = identity_variation() if clean else sample_variation(rng, held_out)
+    if cfg.blend > 0 and split != "test" and src.others and not clean:
+        from dataclasses import replace
+
+        from .blend import draw_toward
+
+        # a separate stream: the case's other draws stay what they are without blending
+        toward, t = draw_toward(np.random.default_rng([cfg.seed, SPLIT_ID[split], index, 1]), src.name,
+                                src.others, cfg.blend)
+        params = replace(params, toward=toward, toward_t=t)
     film = default_film("PA") if clean else sample_film(rng)
     geom = film.geometry((cfg.image_size, cfg.image_size))
     gt, mu, ijk_to_lps = warped_volumes(src, geom, params, cfg.gt_voxel_mm)
@@ -110,6 +131,7 @@ def make_case(src: AnatomySource, cfg: BuildConfig, split: str, index: int, clea
         "params": np.array(json.dumps({"anatomy": params.to_dict(), "film": film.to_dict(),
                                        "held_out": bool(held_out), "source": src.name,
                                        "split": split, "index": index})),
+        "patient": np.array(src.name),
         "timings": np.array(json.dumps({"warp_s": t_warp - t0, "drr_s": t_drr - t_warp,
                                         "rest_s": t_end - t_drr})),
     }
@@ -208,29 +230,113 @@ def case_is_complete(path: Path) -> bool:
         return False
 
 
+# ---------------------------------------------------------------------- patients
+def source_name(paths: dict) -> str:
+    """The patient name of a source: ``name``, else the name stored in a prepared CT, else
+    the CT's folder or file name (io.ct.patient_name)."""
+    from ..io.ct import patient_name
+
+    if paths.get("name"):
+        return str(paths["name"])
+    if paths.get("prepared"):
+        p = Path(paths["prepared"])
+        if not p.exists():
+            from ..errors import InputError
+
+            raise InputError("prepared CT not found", p)
+        with np.load(p) as z:
+            return str(z["name"])
+    return patient_name(paths["ct"])
+
+
+def assign_patients(counts: dict, patients, test_patients=()) -> dict:
+    """{split: [patient of case 0, 1, ...]}: train and val cycle through the patients not in
+    ``test_patients``; test through ``test_patients`` (or through every patient when none)."""
+    from ..errors import InputError
+
+    patients, held = sorted(set(patients)), sorted(set(test_patients))
+    unknown = [t for t in held if t not in patients]
+    if unknown:
+        raise InputError(f"test patient(s) {', '.join(unknown)} not among the sources ({', '.join(patients)})")
+    train = [p for p in patients if p not in held]
+    out = {}
+    for split, n in counts.items():
+        pool = (held or patients) if split == "test" else train
+        if n and not pool:
+            raise InputError(f"no patient left for the {split} split: every source is a test patient")
+        out[split] = [pool[i % len(pool)] for i in range(n)]
+    return out
+
+
 # ---------------------------------------------------------------------- driver
 _WORKER: dict = {}
 
 
-def _init_worker(ct_paths: dict, device: str):
+def _init_worker(sources: dict, device: str, layouts: dict | None = None):
+    """sources: patient -> paths; each AnatomySource is loaded when a case first needs it.
+    layouts: {split patients: {patient: bone layout}} for blending (train/val patients only)."""
     torch.set_num_threads(1)
-    _WORKER["src"] = load_source(ct_paths, device)
+    _WORKER.update(paths=sources, device=device, src={}, layouts=layouts or {})
+
+
+def _source(patient: str) -> AnatomySource:
+    if patient not in _WORKER["src"]:
+        src = load_source({"name": patient, **_WORKER["paths"][patient]}, _WORKER["device"])
+        src.others = {p: lay for p, lay in _WORKER["layouts"].items() if p != patient}
+        _WORKER["src"][patient] = src
+    return _WORKER["src"][patient]
+
+
+def _towards(cfg: BuildConfig, splits: dict, every: dict, layouts: dict) -> dict:
+    """{split: {case: patient it moves toward}} for blended cases (the same draws as make_case)."""
+    from .blend import draw_toward
+
+    out = {}
+    for s, names in splits.items():
+        if s == "test":
+            continue
+        for n in names:
+            i = int(n[5:10])
+            me = every[s][i]
+            toward, _ = draw_toward(np.random.default_rng([cfg.seed, SPLIT_ID[s], i, 1]), me,
+                                    [p for p in layouts if p != me], cfg.blend)
+            if toward:
+                out.setdefault(s, {})[n] = toward
+    return out
+
+
+def _layouts(sources: dict, patients) -> dict:
+    """Bone layouts of ``patients`` (blend.py), from prepared files or by reading the CT."""
+    from .blend import layout_of_prepared
+
+    return {p: (layout_of_prepared(sources[p]["prepared"]) if sources[p].get("prepared")
+                else load_source({"name": p, **sources[p]}).layout) for p in patients}
 
 
 def _work(job):
-    cfg, split, index = job
+    cfg, split, index, patient = job
     name = f"case_{index:05d}"
     root = Path(cfg.out)
-    case = make_case(_WORKER["src"], cfg, split, index)
+    case = make_case(_source(patient), cfg, split, index)
     write_yolo(root, split, name, case["image"].astype(np.float32), case["boxes"])
     save_case(root / split / f"{name}.npz", case)
     return split, name, json.loads(str(case["timings"]))
 
 
-def build_dataset(cfg: BuildConfig, ct_paths: dict, log=print) -> dict:
-    """Build (or resume) a dataset; returns the manifest. ct_paths: ``ct``, ``labels``,
-    optional ``structures`` (TotalSegmentator name table) and ``name``."""
+def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
+    """Build (or resume) a dataset; returns the manifest. ct_paths: one source or a list of
+    sources (one per patient), each ``{"prepared": npz}`` or ``ct``, ``labels``, optional
+    ``structures`` (TotalSegmentator name table), ``label_values`` and ``name``."""
+    from ..errors import InputError
+
     root = Path(cfg.out)
+    sources = {}
+    for paths in ([ct_paths] if isinstance(ct_paths, dict) else list(ct_paths)):
+        name = source_name(paths)
+        if name in sources:
+            raise InputError(f"two sources are named {name!r}; patient names must differ")
+        sources[name] = {k: v for k, v in paths.items() if k != "name"}
+    assignment = assign_patients(cfg.counts, sources, cfg.test_patients)
     for split in cfg.counts:
         if split not in SPLIT_ID:
             raise ValueError(f"unknown split {split!r}; use train, val or test")
@@ -238,15 +344,27 @@ def build_dataset(cfg: BuildConfig, ct_paths: dict, log=print) -> dict:
     manifest_path = root / "dataset.json"
     settings = {"version": DATASET_VERSION, "image_size": cfg.image_size, "gt_voxel_mm": cfg.gt_voxel_mm,
                 "n_points": cfg.n_points, "surface_sigma_mm": cfg.surface_sigma_mm, "seed": cfg.seed,
-                "drr_step_mm": cfg.drr_step_mm}
+                "drr_step_mm": cfg.drr_step_mm, "patients": sorted(sources),
+                "test_patients": sorted(set(cfg.test_patients)),
+                **({"blend": cfg.blend} if cfg.blend > 0 else {})}
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
+        if old.get("derived_from"):
+            raise InputError(f"{root} is a fold of {old['derived_from']} (x2br fold-dataset): build that one")
+        if "patients" not in old:  # written before patients were recorded: one source, whatever its name
+            old["patients"] = settings["patients"] if len(sources) == 1 else None
+            old["test_patients"] = []
         clash = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if old.get("blend", 0) != cfg.blend:
+            clash["blend"] = (old.get("blend", 0), cfg.blend)
         if clash:
             raise ValueError(f"{root} holds a dataset built with other settings {clash}; "
                              "choose another output folder")
-    jobs = [(cfg, s, i) for s, n in cfg.counts.items() for i in range(n)
-            if not case_is_complete(root / s / f"case_{i:05d}.npz")]
+    layouts = _layouts(sources, sorted(set(assignment.get("train", [])) | set(assignment.get("val", [])))) \
+        if cfg.blend > 0 and len(sources) > 1 else {}
+    k, n_parts = cfg.part
+    jobs = [(cfg, s, i, assignment[s][i]) for s, n in cfg.counts.items() for i in range(n)
+            if i % n_parts == k and not case_is_complete(root / s / f"case_{i:05d}.npz")]
     total = sum(cfg.counts.values())
     log(f"x2br build-dataset: {total - len(jobs)} of {total} cases already built, {len(jobs)} to go "
         f"({cfg.workers} worker(s), device {cfg.device})")
@@ -257,12 +375,12 @@ def build_dataset(cfg: BuildConfig, ct_paths: dict, log=print) -> dict:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
-        with ctx.Pool(cfg.workers, _init_worker, (ct_paths, cfg.device)) as pool:
+        with ctx.Pool(cfg.workers, _init_worker, (sources, cfg.device, layouts)) as pool:
             for _, _, t in pool.imap_unordered(_work, jobs):
                 timings.append(t)
                 bar.update(1)
     elif jobs:
-        _init_worker(ct_paths, cfg.device)
+        _init_worker(sources, cfg.device, layouts)
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         for job in jobs:
             timings.append(_work(job)[2])
@@ -270,9 +388,14 @@ def build_dataset(cfg: BuildConfig, ct_paths: dict, log=print) -> dict:
     bar.close()
     elapsed = time.perf_counter() - t0
     manifest = dict(settings)
+    splits = {s: sorted(p.name for p in (root / s).glob("case_*.npz")) for s in cfg.counts}
+    every = assign_patients({s: max([int(n[5:10]) + 1 for n in names] or [0]) for s, names in splits.items()},
+                            sources, cfg.test_patients)
     manifest.update({
-        "sources": [{k: str(v) for k, v in ct_paths.items() if v}],
-        "splits": {s: sorted(p.name for p in (root / s).glob("case_*.npz")) for s in cfg.counts},
+        "sources": [{"name": n, **{k: str(v) for k, v in p.items() if v}} for n, p in sources.items()],
+        "splits": splits,
+        "case_patients": {s: {n: every[s][int(n[5:10])] for n in names} for s, names in splits.items()},
+        **({"case_toward": _towards(cfg, splits, every, layouts)} if layouts else {}),
         "catalog": {b.label: b.name for b in anatomy.BONES},
         "last_build": {"cases": len(jobs), "seconds": round(elapsed, 2),
                        "cases_per_minute": round(60 * len(jobs) / elapsed, 2) if jobs and elapsed > 0 else None,
@@ -308,12 +431,17 @@ def _progress(total: int, enabled: bool):
 
 def load_source(ct_paths: dict, device="cpu") -> AnatomySource:
     """ct_paths: ``{"prepared": npz}`` (see LabelledCT.save_npz) or ``ct``, ``labels``,
-    optional ``structures`` and ``name``."""
+    optional ``structures``, ``label_values`` and ``name`` (a given name replaces the stored one)."""
     from ..io.ct import read_labelled_ct
 
     if ct_paths.get("prepared"):
         ct = LabelledCT.load_npz(ct_paths["prepared"])
+        if ct_paths.get("name"):
+            ct.name = str(ct_paths["name"])
     else:
+        from .prepare import contrast_test
+
         ct = read_labelled_ct(ct_paths["ct"], ct_paths["labels"], ct_paths.get("structures"),
-                              ct_paths.get("name"))
+                              ct_paths.get("name"), ct_paths.get("label_values") or "auto")
+        ct.contrast = contrast_test(ct)["contrast"]  # None (not measurable): removed, as before
     return AnatomySource(ct, device)

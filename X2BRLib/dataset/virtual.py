@@ -21,8 +21,11 @@ Variation, in the order the forward model applies it to the anatomy
 6. rotation about the body axis (plus small tilts), then placement: the
    anatomy's centre lands at the isocentre plus a small random shift.
 
-Intensity: contrast agent removed (non-bone voxels above 150 HU set to blood),
-soft-tissue and lung density scaling, bone density scaling. Film: source and
+Intensity: contrast agent removed (non-bone voxels above 150 HU set to blood) in a
+contrast-enhanced CT; in a CT without contrast, unlabelled voxels above 150 HU are
+bone outside the catalog (arm shafts, calcified cartilage) and change with the
+bone density like the labelled bones. Then soft-tissue and lung density scaling,
+bone density scaling. Film: source and
 detector distances, PA or AP, detector noise, post-processing (gamma, CLAHE,
 unsharp masking) in :mod:`X2BRLib.dataset.film`.
 
@@ -87,6 +90,8 @@ class VariationParams:
     soft_tissue: float
     lung: float
     bone_density: float
+    toward: str = ""        # another patient whose bone layout this one moves toward (blend.py)
+    toward_t: float = 0.0   # how far: 0 none, 1 that patient's layout
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,6 +154,9 @@ class AnatomySource:
         from scipy import ndimage
 
         self.name = ct.name
+        # contrast removal applies to enhanced CTs and to CTs of unknown kind (the behaviour before
+        # CTs recorded it); a non-contrast CT keeps its dense unlabelled voxels as bone
+        self.contrast = True if ct.contrast is None else bool(ct.contrast)
         self.device = torch.device(device)
         self.hu = torch.from_numpy(np.ascontiguousarray(ct.hu.array, np.float32))[None, None].to(self.device)
         self.labels = torch.from_numpy(np.ascontiguousarray(ct.labels.array))[None, None].to(self.device)
@@ -183,6 +191,8 @@ class AnatomySource:
         self.inf_label = torch.from_numpy(coarse[ix, iy, iz].astype(np.int64)).to(self.device)
         self.inf_weight = torch.from_numpy(np.exp(-0.5 * (dist * step / 6.0) ** 2).astype(np.float32)).to(self.device)
         self.inf_shape = shape
+        self.layout = {b: self.centroids[b] - self.anchor for b in self.bone_labels}
+        self.others: dict = {}  # patient -> bone layout (blend.bone_layout), set by the builder
 
     # ------------------------------------------------------------------ warp
     def _bone_transforms(self, params: VariationParams):
@@ -247,6 +257,13 @@ class AnatomySource:
             w = self.inf_weight[ci[:, 0], ci[:, 1], ci[:, 2]]
             moved = torch.einsum("nij,nj->ni", R[lab], p) + t[lab]
             p = p + w[:, None] * (moved - p)
+        # part of the way toward another patient's bone layout (first in the forward model)
+        if params.toward and params.toward_t:
+            from .blend import toward_displacement
+
+            if params.toward not in self.others:
+                raise ValueError(f"no bone layout of patient {params.toward!r} to move toward")
+            p = p - params.toward_t * toward_displacement(p, self.layout, self.others[params.toward], self.anchor)
         return p
 
     # ------------------------------------------------------------------ sampling
@@ -266,9 +283,14 @@ class AnatomySource:
         if labels is None:
             labels = self.sample_labels(p_ct)
         bone = labels > 0
+        if self.contrast:
+            # contrast agent out: enhanced vessels/organs become blood-like
+            hu = torch.where(~bone & (hu > 150), torch.full_like(hu, 45.0), hu)
+        else:
+            # no contrast agent: what is dense and unlabelled is bone outside the catalog (arm shafts,
+            # calcified cartilage); it stays bone, with the same density change as the labelled bones
+            bone = bone | (hu > 150)
         soft = ~bone
-        # contrast agent out: enhanced vessels/organs become blood-like
-        hu = torch.where(soft & (hu > 150), torch.full_like(hu, 45.0), hu)
         lung = soft & (hu < -400)
         tissue = soft & (hu >= -400)
         hu = torch.where(lung, (hu + 1000) * params.lung - 1000, hu)

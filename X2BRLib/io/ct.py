@@ -1,14 +1,24 @@
 """CT plus label-map input: the training side's entry point.
 
 ``read_labelled_ct(ct, labels)`` reads a CT (NIfTI, NRRD, MHA or a DICOM series
-folder) and its bone labels (a TotalSegmentator multi-label map, or a folder of
-per-structure masks named ``<structure>.nii.gz``) and returns a
-:class:`LabelledCT` whose labels are already translated to the X2BR bone
-catalog (anatomy.py). Everything is in LPS millimetres (SimpleITK's frame).
+folder) and its bone labels (a TotalSegmentator multi-label map, a folder of
+per-structure masks named ``<structure>.nii.gz``, or a map already in catalog
+values as ``x2br label-bones`` writes it) and returns a :class:`LabelledCT`
+whose labels are in the X2BR bone catalog (anatomy.py). Everything is in LPS
+millimetres (SimpleITK's frame).
+
+Which values a label map holds (``label_values``): ``"catalog"`` (0 background,
+1..45 the catalog's bones), ``"totalseg"`` (TotalSegmentator ids, translated by
+the structure table) or ``"auto"``: a ``structure_table`` means TotalSegmentator;
+otherwise a map whose values all lie in 0..45 and include a rib (1..24) is catalog
+values, anything else TotalSegmentator ids (a TotalSegmentator map of a chest holds
+its ribs as 92-115; one cut to a few vertebrae, 27-44, has no value in 1..24 unless
+it holds organs, and organs come with ribs in a chest).
 """
 from __future__ import annotations
 
 import csv
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +41,8 @@ class LabelledCT:
     labels: Volume
     name: str = "ct"
     source: dict = field(default_factory=dict)
+    contrast: bool | None = None  # contrast-enhanced (removed in virtual patients); None: not known
+    meta: dict = field(default_factory=dict)  # how a prepared copy was made (crop, spacing, contrast test)
 
     def bones_present(self) -> list[int]:
         return [int(v) for v in np.unique(self.labels.array) if v]
@@ -43,7 +55,9 @@ class LabelledCT:
         atomic_write(path, lambda tmp: np.savez_compressed(
             tmp, hu=np.clip(np.rint(self.hu.array), -32768, 32767).astype(np.int16),
             labels=self.labels.array.astype(np.uint8), origin=self.hu.origin_lps_mm, spacing=self.hu.spacing_mm,
-            direction=self.hu.direction, name=np.array(self.name)), overwrite=True, suffix=".npz")
+            direction=self.hu.direction, name=np.array(self.name),
+            contrast=np.array(-1 if self.contrast is None else int(self.contrast)),
+            meta=np.array(json.dumps(self.meta))), overwrite=True, suffix=".npz")
 
     @classmethod
     def load_npz(cls, path) -> "LabelledCT":
@@ -52,8 +66,11 @@ class LabelledCT:
             raise InputError("prepared CT not found", path)
         with np.load(path) as z:
             grid = (z["origin"], z["spacing"], z["direction"])
+            # files written before contrast was recorded: None (the virtual patient then removes contrast)
+            flag = int(z["contrast"]) if "contrast" in z.files else -1
+            meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
             return cls(Volume(z["hu"].astype(np.float32), *grid), Volume(z["labels"], *grid), str(z["name"]),
-                       {"prepared": str(path)})
+                       {"prepared": str(path)}, None if flag < 0 else bool(flag), meta)
 
 
 def _read_image(path: Path):
@@ -106,15 +123,35 @@ def read_structure_table(csv_path) -> dict[str, int]:
     return out
 
 
-def read_labelled_ct(ct_path, labels_path, structure_table=None, name=None) -> LabelledCT:
-    """Read a CT and its TotalSegmentator labels, translated to catalog labels.
+LABEL_VALUES = ("auto", "catalog", "totalseg")
+
+
+def catalog_values_rule(values, structure_table=None) -> str:
+    """``"catalog"`` or ``"totalseg"`` for a label map holding ``values`` (the "auto" rule in
+    the module docstring)."""
+    if structure_table is not None:
+        return "totalseg"
+    values = np.asarray(values)
+    ribs = [b.label for b in anatomy.BONES if b.group == "rib"]
+    if values.size and int(values.max()) <= len(anatomy.BONES) and np.isin(values, ribs).any():
+        return "catalog"
+    return "totalseg"
+
+
+def read_labelled_ct(ct_path, labels_path, structure_table=None, name=None,
+                     label_values: str = "auto") -> LabelledCT:
+    """Read a CT and its labels, translated to catalog labels.
 
     ct_path: CT image file or DICOM series folder (values in HU).
     labels_path: a multi-label map on the CT grid, or a folder of per-structure
         binary masks named after TotalSegmentator structures (``rib_left_1.nii.gz``).
     structure_table: path of a CSV (``structure,id``) or a dict; the standard
         TotalSegmentator v2 ids when None.
+    label_values: ``auto`` | ``catalog`` | ``totalseg`` (module docstring); ignored for a
+        folder of masks (named after TotalSegmentator structures).
     """
+    if label_values not in LABEL_VALUES:
+        raise InputError(f"label_values must be one of {', '.join(LABEL_VALUES)}, not {label_values!r}")
     import SimpleITK as sitk
 
     ct_path, labels_path = Path(ct_path), Path(labels_path)
@@ -153,13 +190,30 @@ def read_labelled_ct(ct_path, labels_path, structure_table=None, name=None) -> L
             arr = np.rint(arr)
         if arr.min() < 0 or arr.max() > 255:
             raise InputError("label map values outside 0..255", labels_path)
-        table = structure_table
-        if isinstance(table, (str, os.PathLike)):
-            table = read_structure_table(table)
-        lut = anatomy.totalseg_to_catalog_lut(table)
-        cat = lut[arr.astype(np.uint8)]
+        arr = arr.astype(np.uint8)
+        kind = label_values if label_values != "auto" else catalog_values_rule(
+            np.unique(arr), structure_table)
+        if kind == "catalog":
+            if int(arr.max()) > len(anatomy.BONES):
+                raise InputError(f"label map holds values up to {int(arr.max())}; catalog values end at "
+                                 f"{len(anatomy.BONES)} (is it TotalSegmentator's? use --label-values totalseg)",
+                                 labels_path)
+            cat = arr
+        else:
+            table = structure_table
+            if isinstance(table, (str, os.PathLike)):
+                table = read_structure_table(table)
+            cat = anatomy.totalseg_to_catalog_lut(table)[arr]
     labels = Volume(cat, hu.origin_lps_mm, hu.spacing_mm, hu.direction)
     if not labels.array.any():
         raise InputError("label map holds none of the catalog's bones", labels_path)
     return LabelledCT(hu, labels, name or ct_path.name.split(".")[0],
                       {"ct": str(ct_path), "labels": str(labels_path)})
+
+
+def patient_name(ct_path) -> str:
+    """A CT's patient name: its folder's name for ``<patient>/ct.nii.gz`` (a cohort folder's
+    layout), else the file name without its suffixes."""
+    p = Path(ct_path)
+    stem = p.name.split(".")[0]
+    return p.parent.name if stem == "ct" and p.parent.name else stem

@@ -105,6 +105,14 @@ def cmd_evaluate(args) -> int:
     if not manifest.exists():
         raise InputError("not a dataset folder (no dataset.json); build one with `x2br build-dataset`", args.data)
     rec = Reconstructor(ReconstructOptions(device=args.device, weights=args.weights))
+    others = {}
+    for item in args.also_weights:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder or not name.replace("_", "").replace("-", "").isalnum():
+            raise InputError(f"--also-weights takes NAME=FOLDER (NAME letters, digits, - or _), not {item!r}")
+        if name in others:
+            raise InputError(f"--also-weights names {name!r} twice")
+        others[name] = Reconstructor(ReconstructOptions(device=args.device, weights=folder))
     refiner = None
     if args.refine:
         from ..refine.refiner import RefineOptions, Refiner
@@ -123,12 +131,14 @@ def cmd_evaluate(args) -> int:
 
     report = evaluate(args.data, rec, split=args.split, max_cases=args.max_cases, progress=progress,
                       refiner=refiner, baseline=not args.no_baseline, oracle_boxes=args.oracle_boxes,
-                      consistency=args.consistency, first_case=args.first_case)
+                      consistency=args.consistency, first_case=args.first_case, others=others)
     write_report_json(args.output, report, overwrite=args.overwrite)
-    summary = {m: {k: report["methods"][m]["mean"].get(k) for k in
-                   ("iou_all_bone", "iou_mean_per_bone", "chamfer_l1_unit", "chamfer_l1_mm", "hd95_mm")}
-               for m in report["methods"]}
-    print(json.dumps({"output": str(args.output), "n_cases": report["n_cases"], "mean": summary}))
+    keys = ("iou_all_bone", "iou_mean_per_bone", "chamfer_l1_unit", "chamfer_l1_mm", "hd95_mm")
+    summary = {m: {k: report["methods"][m]["mean"].get(k) for k in keys} for m in report["methods"]}
+    per_patient = {p: {m: {k: v["mean"].get(k) for k in keys[:2]} for m, v in by.items()}
+                   for p, by in report["per_patient"].items()}
+    print(json.dumps({"output": str(args.output), "n_cases": report["n_cases"], "mean": summary,
+                      "per_patient": per_patient}))
     return 0
 
 
@@ -188,6 +198,8 @@ def add_commands(sub) -> None:
     s.add_argument("--first-case", type=int, default=0, help="skip the split's first cases (evaluate in parts)")
     s.add_argument("--device", default="auto")
     s.add_argument("--weights")
+    s.add_argument("--also-weights", action="append", default=[], metavar="NAME=FOLDER",
+                   help="further X2B weights on the same films, reported as method x2b_NAME; repeatable")
     s.add_argument("-o", "--output", required=True, help="report .json")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--refine", action="store_true",

@@ -14,6 +14,11 @@ with metrics as in X2BRLib.metrics.evaluate_case (``iou_all_bone``,
 ``iou/<bone>`` ...), ``per_case`` (case file, method -> headline metrics), ``timings_s``; with refinement
 also methods ``x2br`` and ``template_only``, ``consistency.<method or ground_truth>.mean.<key>``
 (keys of metrics.consistency_metrics) and ``refine`` (options, whether boxes were oracle).
+Per source patient: ``per_patient.<patient>.<method>`` (the same summaries as ``methods``
+over that patient's cases; every ``per_case`` row names its ``patient``), and
+``baseline_patients`` (the train split's patients the mean skeleton was made from).
+Several weights on the same films: each further reconstructor ``NAME`` adds method
+``x2b_NAME``.
 """
 from __future__ import annotations
 
@@ -62,10 +67,19 @@ def _detections_from_boxes(boxes):
     return [Detection(int(r[0]), bone(int(r[0])).name, 1.0, tuple(float(x) for x in r[1:5])) for r in boxes]
 
 
+def case_patients(manifest: dict, split: str) -> dict:
+    """case file -> source patient of a split (manifests from before patients were recorded:
+    the one source's name, or "unknown")."""
+    if "case_patients" in manifest:
+        return dict(manifest["case_patients"].get(split, {}))
+    name = str((manifest.get("sources") or [{}])[0].get("name", "unknown"))
+    return {n: name for n in manifest["splits"].get(split, [])}
+
+
 def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | None = None,
              baseline_cases: int = 200, n_points: int = 30000, progress=None, refiner=None,
              baseline: bool = True, oracle_boxes: bool = False, consistency: bool = False,
-             first_case: int = 0) -> dict:
+             first_case: int = 0, others: dict | None = None) -> dict:
     """Evaluate ``reconstructor`` (pipeline.Reconstructor; it reconstructs on the dataset's
     ground-truth grid) and the mean-skeleton baseline on ``split``.
 
@@ -74,7 +88,8 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
     oracle_boxes the dataset's ground-truth boxes replace the detector. first_case, max_cases:
     the slice of the split to evaluate (long CPU runs in parts). consistency (implied
     by a refiner): anatomical consistency metrics (metrics.consistency_metrics) of every
-    method and of the ground truth, under ``consistency.<method>``.
+    method and of the ground truth, under ``consistency.<method>``. others: {name:
+    reconstructor} evaluated on the same films as methods ``x2b_<name>``.
     """
     from dataclasses import replace as _replace
 
@@ -85,12 +100,14 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
     if not files:
         raise ValueError(f"split {split!r} of {root} has no cases from {first_case} on")
     voxel = float(manifest["gt_voxel_mm"])
+    patient_of = case_patients(manifest, split)
+    others = dict(others or {})
     t0 = time.perf_counter()
     base = mean_skeleton(root, "train", baseline_cases) if baseline else None
     t_base = time.perf_counter() - t0
     consistency = consistency or refiner is not None
-    methods = ["x2b"] + (["x2br", "template_only"] if refiner is not None else []) + \
-        (["mean_skeleton"] if baseline else [])
+    methods = ["x2b"] + [f"x2b_{n}" for n in others] + \
+        (["x2br", "template_only"] if refiner is not None else []) + (["mean_skeleton"] if baseline else [])
     per_method = {m: [] for m in methods}
     per_cons = {m: [] for m in methods + ["ground_truth"]} if consistency else {}
     per_case, times = [], {m: [] for m in methods}
@@ -108,6 +125,10 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
             raise ValueError(f"reconstruction grid {rec.labels_xyz.shape} differs from the ground truth's "
                              f"{gt.shape}: use a quality whose voxel is {voxel} mm")
         preds = {"x2b": rec.labels_xyz}
+        for other_name, other in others.items():
+            t1 = time.perf_counter()
+            preds[f"x2b_{other_name}"] = other.reconstruct_image(image, geom, voxel_mm=voxel).labels_xyz
+            times[f"x2b_{other_name}"].append(time.perf_counter() - t1)
         if refiner is not None:
             t2 = time.perf_counter()
             dets = _detections_from_boxes(boxes) if oracle_boxes else refiner.detect(image)
@@ -121,7 +142,7 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
             times["template_only"].append(t_det + time.perf_counter() - t4)
         if base is not None:
             preds["mean_skeleton"] = base
-        row = {"case": name}
+        row = {"case": name, "patient": patient_of.get(name, "unknown")}
         for method in methods:
             m = metrics.evaluate_case(preds[method], gt, spacing, origin, max(geom.box_size_mm), n_points=n_points,
                                       seed=first_case + i, per_bone_surface=False)
@@ -136,10 +157,15 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
         per_case.append(row)
         if progress:
             progress(i + 1, len(files), row)
+    patients = [row["patient"] for row in per_case]
     out = {
         "split": split, "n_cases": len(files), "voxel_mm": voxel, "data_root": str(root),
         "model": reconstructor.model_info(),
+        **({"models": {f"x2b_{n}": o.model_info() for n, o in others.items()}} if others else {}),
         "methods": {k: metrics.aggregate(v) for k, v in per_method.items()},
+        "per_patient": {p: {k: metrics.aggregate([m for m, q in zip(v, patients) if q == p])
+                            for k, v in per_method.items()} for p in sorted(set(patients))},
+        "baseline_patients": sorted(set(case_patients(manifest, "train").values())) if baseline else [],
         "per_case": per_case,
         "timings_s": {"baseline_build": t_base, "reconstruct_mean": float(np.mean(times["x2b"])),
                       **{f"{m}_mean": float(np.mean(v)) for m, v in times.items() if v},
@@ -187,6 +213,11 @@ def merge_reports(reports: list[dict]) -> dict:
     out["n_cases"] = len(cases)
     out["per_case"] = [row for r in reports for row in r["per_case"]]
     out["methods"] = {m: _merge_aggregates([r["methods"][m] for r in reports]) for m in first["methods"]}
+    if all("per_patient" in r for r in reports):
+        patients = sorted({p for r in reports for p in r["per_patient"]})
+        out["per_patient"] = {p: {m: _merge_aggregates([r["per_patient"][p][m] for r in reports
+                                                         if p in r["per_patient"]]) for m in first["methods"]}
+                              for p in patients}
     if "consistency" in first:
         out["consistency"] = {m: _merge_aggregates([r["consistency"][m] for r in reports])
                               for m in first["consistency"]}

@@ -241,7 +241,7 @@ def train(config: TrainConfig) -> dict:
     model = X2BNet(cfg.encoder, hidden=cfg.hidden, n_blocks=cfg.n_blocks, feat_dim=cfg.feat_dim,
                    pos_freqs=cfg.pos_freqs, hires=cfg.hires).to(device)
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
-    loader_kw = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=len(train_ds) > cfg.batch_size,
+    loader_kw = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=len(train_ds) // world > cfg.batch_size,
                      pin_memory=device.type == "cuda")
     steps = max(1, math.ceil(len(train_ds) / world / cfg.batch_size)) * cfg.epochs
     warm = max(1, int(cfg.warmup_epochs * steps / cfg.epochs))
