@@ -177,6 +177,54 @@ def test_changed_pixels_send_the_volume_itself(mrml, tmp_path):
     assert read_radiograph(sent.path).image.shape == read_radiograph(FILM).image.shape
 
 
+def _command_options(film_input, tmp_path):
+    """The reconstruct options the command Slicer would run for ``film_input`` ends up with."""
+    from X2BRLib import slicer_process
+    from X2BRLib.cli import build_parser
+    from X2BRLib.pipeline import ReconstructOptions
+
+    cmd = slicer_process.reconstruct_command("python", film_input.path, tmp_path / "out",
+                                             pixel_spacing=film_input.pixel_spacing_mm)
+    args = build_parser().parse_args(cmd[3:])
+    return cmd, ReconstructOptions(pixel_spacing_mm=args.pixel_spacing)
+
+
+def test_a_spacing_corrected_in_slicer_is_the_users_and_no_estimate_replaces_it(mrml, tmp_path):
+    from X2BRLib.detect.detector import Detector
+    from X2BRLib.filmcheck import check_and_scale
+
+    mrml_scene, logics = mrml
+    node = _as_dicom_module_loads(logics, FILM)
+    cmd, opts = _command_options(scene_input.radiograph_input(node, tmp_path, dicom_file=FILM), tmp_path)
+    assert "--pixel-spacing" not in cmd and opts.pixel_spacing_mm is None  # the file's own spacing
+
+    node.SetSpacing(0.05, 0.05, 1.0)  # a spacing the bones say is wrong (a chest a third of an adult's)
+    corrected = scene_input.radiograph_input(node, tmp_path, dicom_file=FILM)
+    cmd, opts = _command_options(corrected, tmp_path)
+    assert cmd[cmd.index("--pixel-spacing") + 1] == "0.05" and opts.pixel_spacing_mm == (0.05, 0.05)
+    detector = Detector(device="cpu")
+    film = read_radiograph(corrected.path)
+    as_file, _ = check_and_scale(film, detector)  # the same spacing as a file's: replaced by the estimate
+    assert as_file.meta["scale"]["source"] == "estimate"
+    as_user, _ = check_and_scale(film, detector, opts.pixel_spacing_mm)  # as the user's: kept
+    assert as_user.meta["scale"]["source"] == "user" and as_user.geometry.spacing_mm == (0.05, 0.05)
+
+
+def test_a_film_file_without_dicom_tags_whose_spacing_was_set_in_slicer_sends_it_as_the_users(mrml, tmp_path):
+    mrml_scene, logics = mrml
+    dicom = logics["Volumes"].AddArchetypeVolume(str(FILM), "chest DX")
+    dicom.SetSpacing(1.0, 1.0, 1.0)  # as Slicer shows a file without spacing (PNG, JPEG)
+    nrrd = scene.write_volume_file(dicom, tmp_path / "film.nrrd")  # (slicer-core's wheel reads no PNG)
+    node = logics["Volumes"].AddArchetypeVolume(str(nrrd), "chest PNG")
+    as_loaded = scene_input.radiograph_input(node, tmp_path)
+    assert as_loaded.path == str(nrrd) and as_loaded.pixel_spacing_mm is None  # the file's 1 mm: estimated
+    node.SetSpacing(1.2, 1.25, 1.0)
+    corrected = scene_input.radiograph_input(node, tmp_path)
+    assert corrected.source == "volume" and corrected.pixel_spacing_mm == pytest.approx((1.2, 1.25))
+    cmd, opts = _command_options(corrected, tmp_path)
+    assert cmd[cmd.index("--pixel-spacing") + 1] == "1.2,1.25" and opts.pixel_spacing_mm == (1.2, 1.25)
+
+
 # ---------------------------------------------------------------------- the refinement's closed meshes
 def test_the_refinements_closed_meshes_are_the_closed_surfaces_shown(mrml, tmp_path):
     """With --refine the command writes one closed mesh per bone (meshes/<bone>.stl, LPS mm): those

@@ -348,6 +348,12 @@ def test_the_command_line_is_one_the_x2br_command_accepts(tmp_path):
     assert refined.refine and not refined.no_meshes  # the refinement's closed meshes are loaded as surfaces
     with pytest.raises(ValueError, match="quality"):
         sp.reconstruct_command("python", "f.png", "out", quality="best")
+    square = build_parser().parse_args(sp.reconstruct_command("py", "f.png", "out", pixel_spacing=(0.2, 0.2))[3:])
+    oblong = build_parser().parse_args(sp.reconstruct_command("py", "f.png", "out", pixel_spacing=(0.2, 0.3))[3:])
+    assert (square.pixel_spacing, oblong.pixel_spacing) == (0.2, (0.2, 0.3))  # column, row
+    for bad in ("0", "-0.1", "nan", "0.1,0.2,0.3", "a"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["reconstruct", "f.png", "-o", "out", "--pixel-spacing", bad])
     env = sp.subprocess_environment({"PYTHONPATH": "/x"})
     assert env["PYTHONPATH"].split(os.pathsep) == [str(sp.library_root()), "/x"]
 

@@ -78,8 +78,10 @@ when you pick it as <i>Segmentation</i>, and X2BR asks first if that would lose 
 (<i>.seg.nrrd</i>); Data module, right-click the segmentation, <i>Export to DICOM</i> (DICOM SEG, needs the
 QuantitativeReporting extension).</li>
 </ol>
-<p>PNG and JPEG files carry no pixel spacing: X2BR then assumes 0.143 mm per detector pixel. If you know
-the detector pixel spacing, set it first in the Volumes module (Volume Information, Image Spacing).
+<p>PNG and JPEG files carry no pixel spacing: X2BR then estimates it from the bones the detector finds on
+the film (an adult's chest is assumed; on 24 simulated films the error was 7.5 % on average, 17.2 % at
+most) and the status line says which spacing it used, from where and how sure. If you know the detector pixel spacing, set it first in the Volumes module
+(Volume Information, Image Spacing): it is then used as given, never replaced by the estimate.
 DICOM CR/DX files give the spacing, distances and view; a spacing set in the Volumes module wins over
 the file's.</p>
 <p>The first run installs the Python packages X2BR needs (PyTorch through the PyTorch extension; the
@@ -452,7 +454,7 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
         python = shutil.which("PythonSlicer")
         env = slicer_process.subprocess_environment(slicer.util.startupEnvironment() if python else None)
         command = slicer_process.reconstruct_command(python or sys.executable, radiograph, outDir, device, quality,
-                                                     refine=refine)
+                                                     refine=refine, pixel_spacing=filmInput.pixel_spacing_mm)
         logging.info("X2BR: " + " ".join(command))
         self._task = dict(inputVolume=inputVolume, choice=choice, radiograph=radiograph, tempDir=tempDir,
                           outDir=outDir, progress=progressCallback, completed=completedCallback,

@@ -3,7 +3,8 @@
 MRML classes only (no Qt), tested headless on a real MRML scene. The rule: **what the user
 sees in Slicer wins over the file it came from**. The original file is used only while the
 volume still matches it; a volume whose pixel spacing was corrected in the Volumes module keeps
-its file's other facts (a DICOM file's distances and view) with the corrected spacing; any other
+its file's other facts (a DICOM file's distances and view) with the corrected spacing, which the
+command also gets as ``--pixel-spacing`` (the user's: never replaced by the estimate); any other
 change sends the volume itself (written as NRRD).
 """
 from __future__ import annotations
@@ -22,11 +23,14 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 class FilmInput:
     """path: the file to give ``x2br reconstruct``; source: where it comes from, in words
     ('placed film', 'file', 'DICOM file with the volume's spacing', 'volume'); note: a line for
-    the user when the volume's corrections were used, else None."""
+    the user when the volume's corrections were used, else None; pixel_spacing_mm: (column, row)
+    mm the user set in the Volumes module, for ``--pixel-spacing`` (the user's spacing: never
+    replaced by the estimate from the bones), else None."""
 
     path: str
     source: str
     note: str | None = None
+    pixel_spacing_mm: tuple | None = None
 
 
 def _is_dicom(path) -> bool:
@@ -142,11 +146,11 @@ def radiograph_input(volume_node, folder, dicom_file=None) -> FilmInput:
             path = dicom_with_spacing(candidate, (sx, sy), folder / "radiograph.dcm")
             return FilmInput(str(path), "DICOM file with the volume's spacing",
                              f"pixel spacing {sx:.4g} x {sy:.4g} mm from the volume (as set in Slicer), "
-                             "not from the DICOM file")
+                             "not from the DICOM file", (float(sx), float(sy)))
         if state == "spacing":
             path = write_volume_file(volume_node, folder / "radiograph.nrrd")
             return FilmInput(str(path), "volume", f"pixel spacing {sx:.4g} x {sy:.4g} mm from the volume "
-                                                  "(as set in Slicer), not from its file")
+                                                  "(as set in Slicer), not from its file", (float(sx), float(sy)))
     path = write_volume_file(volume_node, folder / "radiograph.nrrd")
     return FilmInput(str(path), "volume")
 

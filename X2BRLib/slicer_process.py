@@ -50,12 +50,14 @@ def library_root() -> Path:
 
 
 def reconstruct_command(python: str, radiograph, output_dir, device: str = "auto", quality: str = "default",
-                        weights=None, refine: bool = False) -> list[str]:
+                        weights=None, refine: bool = False, pixel_spacing=None) -> list[str]:
     """The ``x2br reconstruct`` command line for one radiograph (list of arguments, no shell).
 
     Replaces what is in output_dir (a folder the caller owns). Without refine it skips the STL
     meshes (Slicer makes its surfaces from the labels); with refine it writes them: they are the
     refinement's closed meshes, loaded as the segments' closed surfaces.
+    pixel_spacing: (column, row) mm the user set in Slicer (``FilmInput.pixel_spacing_mm``), passed
+    as ``--pixel-spacing``: the report says source 'user' and no estimate replaces it.
     """
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
@@ -69,6 +71,9 @@ def reconstruct_command(python: str, radiograph, output_dir, device: str = "auto
         cmd += ["--weights", str(weights)]
     if refine:
         cmd.append("--refine")
+    if pixel_spacing is not None:
+        sx, sy = (float(v) for v in pixel_spacing)
+        cmd += ["--pixel-spacing", f"{sx:.10g}" if sx == sy else f"{sx:.10g},{sy:.10g}"]
     return cmd
 
 

@@ -30,6 +30,18 @@ def _expand_inputs(inputs) -> list[Path]:
     return out
 
 
+def pixel_spacing_arg(text: str):
+    """``--pixel-spacing``: one number (square pixels) or two, column,row (as Slicer's volume
+    spacing i, j gives them), in mm."""
+    try:
+        values = [float(v) for v in text.replace("x", ",").split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or not all(v > 0 and v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"expected MM or COLUMN,ROW (positive mm), got {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 def _progress_line(fraction: float, message: str) -> None:
     """``x2br: progress <fraction> <message>`` on stderr: read by people and by the Slicer module."""
     print(f"x2br: progress {fraction:.2f} {message}", file=sys.stderr, flush=True)
@@ -182,9 +194,10 @@ def add_commands(sub) -> None:
                         "surfaces (one smooth closed piece per bone)")
     s.add_argument("--detector-weights", help="detector weights folder (default: the shipped detector)")
     s.add_argument("--template", help="skeleton template .npz from `x2br build-template` (default: the shipped one)")
-    s.add_argument("--pixel-spacing", type=float, metavar="MM",
-                   help="detector pixel spacing in mm: wins over the file's and over the estimate from the "
-                        "bones (used when the file has none, or one that implies an impossible chest size)")
+    s.add_argument("--pixel-spacing", type=pixel_spacing_arg, metavar="MM",
+                   help="detector pixel spacing in mm (or COLUMN,ROW): wins over the file's and over the "
+                        "estimate from the bones (used when the file has none, or one that implies an "
+                        "impossible chest size)")
     s.add_argument("--force", action="store_true",
                    help="reconstruct even an image the film check refuses as not a frontal chest film "
                         "(noise, a strip, no bone found)")
