@@ -5,6 +5,7 @@ and checked for one piece per bone (26-connected label pieces; every STL one clo
 consistently oriented surface).
 
 Usage: python bench/bench_sample_film.py [--device cpu] [--quality default] [--json OUT.json]
+       [--weights DIR] [--x2b-only]
 Prints a table and one JSON line. The README's sample-film and cold-start numbers come from it
 (output: bench/results/sample_film_cpu.txt).
 """
@@ -81,17 +82,21 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quality", default="default", choices=["fast", "default", "high"])
     ap.add_argument("--json", help="also write the result here")
+    ap.add_argument("--weights", help="X2B weights folder (default: the shipped model)")
+    ap.add_argument("--x2b-only", action="store_true", help="leave out the --refine run")
     a = ap.parse_args(argv)
+    weights = ["--weights", a.weights] if a.weights else []
+    methods = (("x2b", []),) if a.x2b_only else (("x2b", []), ("x2br", ["--refine"]))
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for method, extra in (("x2b", []), ("x2br", ["--refine"])):
+        for method, extra in methods:
             out = Path(tmp) / method
             wall, rss = _run_cold(["reconstruct", str(SAMPLE), "-o", str(out), "--device", a.device,
-                                   "--quality", a.quality, "--no-progress", *extra])
+                                   "--quality", a.quality, "--no-progress", *weights, *extra])
             rows[method] = {"cold_wall_s": round(wall, 1), "peak_rss_mb": round(rss), **_score(out)}
     import torch
 
-    result = {"film": SAMPLE.name, "device": a.device, "quality": a.quality, "cpu_count": os.cpu_count(),
+    result = {"film": SAMPLE.name, "weights": a.weights or "shipped", "device": a.device, "quality": a.quality, "cpu_count": os.cpu_count(),
               "machine": platform.machine(), "torch": torch.__version__,
               "load_average_after": [round(x, 2) for x in os.getloadavg()],
               "date_utc": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "methods": rows}
