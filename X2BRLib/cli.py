@@ -173,12 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optional_commands(sub) -> None:
     """Commands whose code lives in sub-packages (X2B network, detector, refinement)."""
     from .detect import commands as detect_commands
+    from .label import commands as label_commands
     from .refine import commands as refine_commands
     from .x2b import commands as x2b_commands
 
     x2b_commands.add_commands(sub)
     detect_commands.add_commands(sub)
     refine_commands.add_commands(sub)
+    label_commands.add_commands(sub)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,194 @@
+"""Checks and repairs of a per-bone label map against the anatomy every chest has.
+
+- one piece per bone: the largest piece stays; a stray piece touching another bone
+  joins the bone it touches most, an isolated one joins the nearest bone within
+  ``STRAY_RADIUS_MM`` (which may be its own: a bone split by thick slices stays split
+  and is reported);
+- sides: a voxel of a left bone more than ``SIDE_MARGIN_MM`` right of the midline (the
+  spine) becomes its right twin, and the reverse (LPS: +x is the patient's left);
+- order: ribs 1-12 of each side by the height of their back end (head to feet),
+  vertebrae C7-L1 by the height of their centre; when the order is broken the
+  present bones are renumbered in height order;
+- humerus: only the proximal end (within ``HUMERUS_MAX_MM`` of the scapula).
+
+Every function takes a (Z, Y, X) uint8 catalog label array and ``ijk_to_lps``, the
+(4, 4) voxel-index-to-LPS-mm affine of its grid, and returns new arrays (inputs are
+not modified).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import anatomy
+
+SIDE_MARGIN_MM = 10.0
+STRAY_RADIUS_MM = 10.0
+HUMERUS_MAX_MM = 60.0
+_TWIN = {b.label: anatomy.bone(b.name.replace("left", "right") if b.laterality == "left"
+                               else b.name.replace("right", "left")).label
+         for b in anatomy.BONES if b.laterality}
+
+
+def _points_mm(zyx: np.ndarray, ijk_to_lps: np.ndarray) -> np.ndarray:
+    return zyx[:, ::-1].astype(np.float64) @ ijk_to_lps[:3, :3].T + ijk_to_lps[:3, 3]
+
+
+def _spacing(ijk_to_lps) -> np.ndarray:
+    return np.linalg.norm(ijk_to_lps[:3, :3], axis=0)[::-1]  # (z, y, x) order
+
+
+def pieces(labels: np.ndarray, label: int):
+    """Connected pieces (26-neighbourhood) of one label: (piece map, sizes, slices of the bone's box)."""
+    from scipy import ndimage
+
+    objs = ndimage.find_objects((labels == label).astype(np.uint8))
+    if not objs or objs[0] is None:
+        return None, np.zeros(0, int), None
+    box = objs[0]
+    lab, n = ndimage.label(labels[box] == label, structure=np.ones((3, 3, 3)))
+    return lab, np.bincount(lab.ravel(), minlength=n + 1)[1:], box
+
+
+def merge_stray_pieces(labels: np.ndarray, ijk_to_lps) -> np.ndarray:
+    """Each bone keeps its largest piece; the others join the bone they touch or the nearest one."""
+    from scipy import ndimage
+
+    out = labels.copy()
+    sp = _spacing(ijk_to_lps)
+    r = np.ceil(STRAY_RADIUS_MM / sp).astype(int)
+    for b in anatomy.BONES:
+        lab, sizes, box = pieces(out, b.label)
+        if lab is None or len(sizes) < 2:
+            continue
+        main = 1 + int(np.argmax(sizes))
+        for p in range(1, len(sizes) + 1):
+            if p == main:
+                continue
+            zyx = np.argwhere(lab == p) + [s.start for s in box]
+            lo = np.maximum(zyx.min(0) - r, 0)
+            hi = np.minimum(zyx.max(0) + r + 1, out.shape)
+            sub = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            piece = np.zeros(sub.shape, bool)
+            piece[tuple((zyx - lo).T)] = True
+            ring = ndimage.binary_dilation(piece, structure=np.ones((3, 3, 3))) & ~piece
+            touch = sub[ring]
+            touch = touch[(touch > 0) & (touch != b.label)]
+            if len(touch):
+                new = int(np.bincount(touch).argmax())
+            else:
+                others = np.where(piece, 0, sub)
+                if not others.any():
+                    continue
+                dist, idx = ndimage.distance_transform_edt(others == 0, sampling=sp, return_indices=True)
+                near = others[tuple(i[piece] for i in idx)][dist[piece] <= STRAY_RADIUS_MM]
+                if len(near) == 0:
+                    continue
+                new = int(np.bincount(near).argmax())
+            sub[piece] = new
+    return out
+
+
+def midline_x_mm(labels: np.ndarray, ijk_to_lps) -> float:
+    """LPS x of the spine (median of the vertebra voxels), or of all bone without vertebrae."""
+    vert = [b.label for b in anatomy.group("vertebra")]
+    zyx = np.argwhere(np.isin(labels, vert))
+    if len(zyx) < 50:
+        zyx = np.argwhere(labels > 0)
+    if len(zyx) == 0:
+        return 0.0
+    return float(np.median(_points_mm(zyx[:: max(1, len(zyx) // 200000)], ijk_to_lps)[:, 0]))
+
+
+def fix_sides(labels: np.ndarray, ijk_to_lps) -> tuple[np.ndarray, dict]:
+    """Voxels of a sided bone well across the midline become its twin. Returns (labels, moved
+    voxels per bone name)."""
+    out = labels.copy()
+    mid = midline_x_mm(labels, ijk_to_lps)
+    moved = {}
+    for b in anatomy.BONES:
+        if not b.laterality:
+            continue
+        zyx = np.argwhere(labels == b.label)
+        if len(zyx) == 0:
+            continue
+        x = _points_mm(zyx, ijk_to_lps)[:, 0] - mid
+        wrong = x < -SIDE_MARGIN_MM if b.laterality == "left" else x > SIDE_MARGIN_MM
+        if wrong.any():
+            out[tuple(zyx[wrong].T)] = _TWIN[b.label]
+            moved[b.name] = int(wrong.sum())
+    return out, moved
+
+
+def _height_key(pts: np.ndarray, group: str) -> float:
+    """Rib: mean z of its back end (the 15% most posterior voxels, +y posterior); else mean z."""
+    if group == "rib":
+        back = pts[:, 1] >= np.quantile(pts[:, 1], 0.85)
+        return float(pts[back, 2].mean())
+    return float(pts[:, 2].mean())
+
+
+def order_series(labels: np.ndarray, ijk_to_lps) -> dict:
+    """Heights of each series' bones: {series: [(label, height mm), ...] in catalog order}.
+    Series: ribs left, ribs right, vertebrae."""
+    series = {"rib_left": [b for b in anatomy.group("rib") if b.laterality == "left"],
+              "rib_right": [b for b in anatomy.group("rib") if b.laterality == "right"],
+              "vertebra": anatomy.group("vertebra")}
+    out = {}
+    for key, bones in series.items():
+        rows = []
+        for b in bones:
+            zyx = np.argwhere(labels == b.label)
+            if len(zyx) >= 10:
+                rows.append((b.label, _height_key(_points_mm(zyx[:: max(1, len(zyx) // 20000)], ijk_to_lps),
+                                                  b.group)))
+        out[key] = rows
+    return out
+
+
+def fix_order(labels: np.ndarray, ijk_to_lps) -> tuple[np.ndarray, list[str]]:
+    """Renumber a series whose heights are not strictly head to feet. Returns (labels, the
+    names of the series renumbered)."""
+    out = labels.copy()
+    fixed = []
+    for key, rows in order_series(labels, ijk_to_lps).items():
+        heights = [h for _, h in rows]
+        if all(a > b for a, b in zip(heights, heights[1:])):
+            continue
+        present = [lab for lab, _ in rows]
+        by_height = [lab for lab, _ in sorted(rows, key=lambda r: -r[1])]
+        for old, new in zip(by_height, present):
+            if old != new:
+                out[labels == old] = new
+        fixed.append(key)
+    return out, fixed
+
+
+def trim_humeri(labels: np.ndarray, ijk_to_lps) -> np.ndarray:
+    """Humerus voxels farther than HUMERUS_MAX_MM from the same side's scapula become 0
+    (the catalog holds the proximal humerus only); all of it when the scapula is absent."""
+    from scipy.spatial import cKDTree
+
+    out = labels.copy()
+    for side in ("left", "right"):
+        hum, sca = anatomy.bone(f"humerus_{side}").label, anatomy.bone(f"scapula_{side}").label
+        h = np.argwhere(labels == hum)
+        if len(h) == 0:
+            continue
+        s = np.argwhere(labels == sca)
+        if len(s) == 0:
+            out[labels == hum] = 0
+            continue
+        tree = cKDTree(_points_mm(s[:: max(1, len(s) // 20000)], ijk_to_lps))
+        d, _ = tree.query(_points_mm(h, ijk_to_lps), distance_upper_bound=HUMERUS_MAX_MM)
+        far = ~np.isfinite(d)
+        out[tuple(h[far].T)] = 0
+    return out
+
+
+def repair(labels: np.ndarray, ijk_to_lps) -> tuple[np.ndarray, dict]:
+    """All repairs in order: sides, humeri, stray pieces, order. Returns (labels, what changed)."""
+    out, moved = fix_sides(labels, ijk_to_lps)
+    out = trim_humeri(out, ijk_to_lps)
+    out = merge_stray_pieces(out, ijk_to_lps)
+    out, renumbered = fix_order(out, ijk_to_lps)
+    return out, {"side_moved_voxels": moved, "renumbered": renumbered}

@@ -1,0 +1,113 @@
+"""Quality-assurance pictures and the checks JSON of ``x2br label-bones --qa DIR``.
+
+``labels_front.png`` / ``labels_side.png``: the CT's mean projection (grey) with each
+pixel's nearest labelled bone (seen from the front, resp. from the patient's left) in
+its catalog colour, bone names at their projected centres; radiological display
+(the patient's right on the image's left, head up). ``labels_mip.png``: the same views
+of the CT's maximum projection with no labels, to compare. ``checks.json``: the report
+of checks.py. Pictures are drawn on an axis-aligned ``QA_MM`` grid.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import anatomy
+from ..io.atomic import atomic_write, atomic_write_text
+
+QA_MM = 2.0
+QA_FILES = ("labels_front.png", "labels_side.png", "checks.json")
+
+
+def _axis_aligned(image, labels, z_range_mm=None):
+    """(hu, labels) as (Z, Y, X) arrays on an identity-direction QA_MM grid, z ascending."""
+    import SimpleITK as sitk
+
+    pts = [image.TransformContinuousIndexToPhysicalPoint([float(c) for c in corner])
+           for corner in np.ndindex(2, 2, 2) for corner in [np.array(corner) * (np.array(image.GetSize()) - 1)]]
+    lo, hi = np.min(pts, 0), np.max(pts, 0)
+    if z_range_mm is not None:
+        lo[2], hi[2] = max(lo[2], z_range_mm[0]), min(hi[2], z_range_mm[1])
+    size = [int((h - l) / QA_MM) + 1 for l, h in zip(lo, hi)]
+    ref = sitk.Image(size, sitk.sitkFloat32)
+    ref.SetOrigin(tuple(lo))
+    ref.SetSpacing([QA_MM] * 3)
+    hu = sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), ref, sitk.Transform(), sitk.sitkLinear, -1024.0)
+    lab = sitk.Resample(labels, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(hu), sitk.GetArrayFromImage(lab)
+
+
+def _first_hit(labels: np.ndarray, axis: int, reverse: bool) -> np.ndarray:
+    """Label of the first labelled voxel met along ``axis`` (from the high end when reverse)."""
+    lab = np.flip(labels, axis) if reverse else labels
+    hit = lab > 0
+    idx = np.argmax(hit, axis=axis)
+    out = np.take_along_axis(lab, np.expand_dims(idx, axis), axis).squeeze(axis)
+    return np.where(hit.any(axis=axis), out, 0)
+
+
+def _panel(ax, grey, lab, title, names: bool):
+    colours = np.zeros((256, 3), np.float32)
+    for b in anatomy.BONES:
+        colours[b.label] = b.color_rgb
+    g = np.clip((grey - grey.min()) / max(np.ptp(grey), 1e-6), 0, 1)
+    rgb = np.repeat(g[..., None], 3, -1)
+    m = lab > 0
+    rgb[m] = 0.35 * rgb[m] + 0.65 * colours[lab[m]]
+    ax.imshow(rgb[::-1], interpolation="nearest")  # head up
+    if names:
+        h = lab.shape[0]
+        for b in anatomy.BONES:
+            yx = np.argwhere(lab == b.label)
+            if len(yx) > 5:
+                short = b.name.replace("rib_left_", "L").replace("rib_right_", "R").replace("vertebra_", "")
+                ax.text(yx[:, 1].mean(), h - 1 - yx[:, 0].mean(), short, fontsize=4, color="black",
+                        ha="center", va="center")
+    ax.set_title(title, fontsize=7)
+    ax.set_axis_off()
+
+
+def write_pictures(qa_dir, image, labels, z_range_mm=None, overwrite: bool = False, title: str = "") -> list[Path]:
+    """Front and side pictures (see module doc). image: SimpleITK CT (HU); labels: uint8 on its grid."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    hu, lab = _axis_aligned(image, labels, z_range_mm)
+    grey_hu = np.clip(hu, -1000, 1500) + 1000
+    out = []
+    for name, axis, reverse, sub in (("labels_front.png", 1, False, "front (from anterior)"),
+                                     ("labels_side.png", 2, True, "side (from the patient's left)")):
+        grey = grey_hu.mean(axis=axis)
+        mip = grey_hu.max(axis=axis)
+        hit = _first_hit(lab, axis, reverse)
+        if axis == 2 and not reverse:
+            hit, grey, mip = hit[:, ::-1], grey[:, ::-1], mip[:, ::-1]
+        if axis == 2:  # side view: anterior on the left, i.e. y ascending left to right already
+            pass
+        h, w = hit.shape
+        fig = Figure(figsize=(2 * 4.0 * w / max(h, w) + 0.4, 4.0 * h / max(h, w) + 0.5), dpi=200)
+        FigureCanvasAgg(fig)
+        ax1 = fig.add_axes([0.0, 0.0, 0.5, 0.92])
+        ax2 = fig.add_axes([0.5, 0.0, 0.5, 0.92])
+        _panel(ax1, grey, hit, f"labels, {sub}", True)
+        _panel(ax2, mip, np.zeros_like(hit), "CT maximum projection", False)
+        if title:
+            fig.suptitle(title, fontsize=8)
+        out.append(atomic_write(Path(qa_dir) / name, lambda tmp: fig.savefig(tmp, format="png"),
+                                overwrite=overwrite, suffix=".png"))
+    return out
+
+
+def write_qa(qa_dir, image, labels, report: dict, z_range_mm=None, overwrite: bool = False,
+             title: str = "") -> list[Path]:
+    """Pictures and checks.json into qa_dir."""
+    paths = write_pictures(qa_dir, image, labels, z_range_mm, overwrite, title)
+    target = Path(qa_dir) / "checks.json"
+    if target.exists() and not overwrite:
+        from ..errors import InputError
+
+        raise InputError("already exists; pass --overwrite to replace it", target)
+    paths.append(atomic_write_text(target, json.dumps(report, indent=1) + "\n"))
+    return paths
