@@ -37,9 +37,10 @@ class Atlas:
     feature: object
     volumes_ml: dict
     name: str = "atlas"
+    options: register.RegistrationOptions = register.DEFAULT
 
 
-def atlas_from_labelled(ct) -> Atlas:
+def atlas_from_labelled(ct, options: register.RegistrationOptions = register.DEFAULT) -> Atlas:
     """Atlas from a LabelledCT (io.ct.read_labelled_ct). Contrast removed as the dataset does:
     non-bone voxels above 150 HU (one voxel away from labelled bone) become 45 HU blood."""
     import SimpleITK as sitk
@@ -62,17 +63,18 @@ def atlas_from_labelled(ct) -> Atlas:
     chest = inspect_chest(hu_img, ct.name, allow_contrast=True)
     bone = sitk.GetImageFromArray((lab > 0).astype(np.uint8))
     bone.CopyInformation(hu_img)
-    feature = register.feature_image(hu_img, bone, chest.crop_z_mm)
+    feature = register.feature_image(hu_img, bone, chest.crop_z_mm, options.coarse_mm)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     counts = np.bincount(lab.ravel(), minlength=256)
     volumes = {int(v): float(counts[v] * voxel_ml) for v in np.flatnonzero(counts) if v}
-    return Atlas(hu_img, lab_img, chest, feature, volumes, ct.name)
+    return Atlas(hu_img, lab_img, chest, feature, volumes, ct.name, options)
 
 
-def load_atlas(ct_path, labels_path, structures=None, name=None) -> Atlas:
+def load_atlas(ct_path, labels_path, structures=None, name=None,
+               options: register.RegistrationOptions = register.DEFAULT) -> Atlas:
     from ..io.ct import read_labelled_ct
 
-    return atlas_from_labelled(read_labelled_ct(ct_path, labels_path, structures, name))
+    return atlas_from_labelled(read_labelled_ct(ct_path, labels_path, structures, name), options)
 
 
 def default_atlas() -> Atlas:
@@ -118,11 +120,11 @@ def label_ct(image, atlas: Atlas, path=None, allow_contrast: bool = False, log=N
     del hu
     bone_img = sitk.GetImageFromArray(bone.astype(np.uint8))
     bone_img.CopyInformation(crop)
-    fixed = register.feature_image(crop, bone_img, chest.crop_z_mm)
+    fixed = register.feature_image(crop, bone_img, chest.crop_z_mm, atlas.options.coarse_mm)
     times["inspect"] = time.perf_counter() - t0
     log(f"chest found: {chest.lung_ml:.0f} ml of lung; registering the atlas ...")
 
-    reg = register.register(fixed, atlas.feature, chest, atlas.chest)
+    reg = register.register(fixed, atlas.feature, chest, atlas.chest, atlas.options)
     times.update({f"register_{k}": v for k, v in reg.timings_s.items()})
     log("registered; transferring labels ...")
 

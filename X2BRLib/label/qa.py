@@ -1,10 +1,11 @@
 """Quality-assurance pictures and the checks JSON of ``x2br label-bones --qa DIR``.
 
 ``labels_front.png`` / ``labels_side.png``: the CT's mean projection (grey) with each
-pixel's nearest labelled bone (seen from the front, resp. from the patient's left) in
-its catalog colour, bone names at their projected centres; radiological display
-(the patient's right on the image's left, head up). ``labels_mip.png``: the same views
-of the CT's maximum projection with no labels, to compare. ``checks.json``: the report
+pixel's nearest labelled bone in its catalog colour (seen from the front and from the
+back, resp. from the patient's left and right), short bone names at their projected
+centres (R3: right 3rd rib), and the CT's maximum projection beside them to compare.
+Every panel is drawn the same way round: the patient's right on the image's left (front)
+or the front on the left (side), head up. ``checks.json``: the report
 of checks.py. Pictures are drawn on an axis-aligned ``QA_MM`` grid.
 """
 from __future__ import annotations
@@ -77,22 +78,18 @@ def write_pictures(qa_dir, image, labels, z_range_mm=None, overwrite: bool = Fal
     hu, lab = _axis_aligned(image, labels, z_range_mm)
     grey_hu = np.clip(hu, -1000, 1500) + 1000
     out = []
-    for name, axis, reverse, sub in (("labels_front.png", 1, False, "front (from anterior)"),
-                                     ("labels_side.png", 2, True, "side (from the patient's left)")):
-        grey = grey_hu.mean(axis=axis)
-        mip = grey_hu.max(axis=axis)
-        hit = _first_hit(lab, axis, reverse)
-        if axis == 2 and not reverse:
-            hit, grey, mip = hit[:, ::-1], grey[:, ::-1], mip[:, ::-1]
-        if axis == 2:  # side view: anterior on the left, i.e. y ascending left to right already
-            pass
-        h, w = hit.shape
-        fig = Figure(figsize=(2 * 4.0 * w / max(h, w) + 0.4, 4.0 * h / max(h, w) + 0.5), dpi=200)
+    # (file, projection axis of the (Z, Y, X) array, views (title, from the high end?))
+    for name, axis, views in (("labels_front.png", 1, (("from the front", False), ("from the back", True))),
+                              ("labels_side.png", 2, (("from the left", True), ("from the right", False)))):
+        grey, mip = grey_hu.mean(axis=axis), grey_hu.max(axis=axis)
+        h, w = grey.shape
+        fig = Figure(figsize=(3 * 3.5 * w / max(h, w), 3.5 * h / max(h, w) + 0.4), dpi=200)
         FigureCanvasAgg(fig)
-        ax1 = fig.add_axes([0.0, 0.0, 0.5, 0.92])
-        ax2 = fig.add_axes([0.5, 0.0, 0.5, 0.92])
-        _panel(ax1, grey, hit, f"labels, {sub}", True)
-        _panel(ax2, mip, np.zeros_like(hit), "CT maximum projection", False)
+        top = 1 - 0.4 / fig.get_figheight()
+        for i, (sub, reverse) in enumerate(views):
+            _panel(fig.add_axes([i / 3, 0.0, 1 / 3, top]), grey, _first_hit(lab, axis, reverse), f"labels {sub}", True)
+        _panel(fig.add_axes([2 / 3, 0.0, 1 / 3, top]), mip, np.zeros_like(lab.max(axis=axis)),
+               "CT maximum projection", False)
         if title:
             fig.suptitle(title, fontsize=8)
         out.append(atomic_write(Path(qa_dir) / name, lambda tmp: fig.savefig(tmp, format="png"),

@@ -8,7 +8,10 @@ bone (the atlas: its bone labels; the target: its HU bone mask). Registration
 
 1. initial transform from the lungs' bounding boxes (centre and per-axis scale);
 2. affine, three resolutions (16, 8, 4 mm);
-3. B-spline on a ~``BSPLINE_GRID_MM`` control grid, two resolutions (8, 4 mm).
+3. B-spline on a ~45 mm control grid, two resolutions (8, 4 mm).
+
+(grid spacings and iterations: ``RegistrationOptions``; the atlas carries the options it
+was prepared with.)
 
 The result maps target points (LPS mm) to atlas points (LPS mm), which is what
 resampling the atlas labels onto the target grid needs.
@@ -23,9 +26,23 @@ import numpy as np
 from .chest import COARSE_MM, ChestInfo, coarse, crop_z
 
 BONE_WEIGHT_HU = 800.0
-BSPLINE_GRID_MM = 45.0
 THREADS = 2           # fixed: the result does not depend on the machine's core count
 SEED = 12
+
+
+@dataclass(frozen=True)
+class RegistrationOptions:
+    """coarse_mm: registration grid spacing; iterations per stage; bspline_grid_mm: control
+    point spacing of the B-spline."""
+
+    coarse_mm: float = COARSE_MM
+    affine_iterations: int = 100
+    bspline_iterations: int = 40
+    bspline_grid_mm: float = 45.0
+
+
+DEFAULT = RegistrationOptions()
+FAST = RegistrationOptions(coarse_mm=6.0, affine_iterations=50, bspline_iterations=10)  # small tests only
 
 
 @dataclass
@@ -37,7 +54,7 @@ class Registration:
     metric: dict
 
 
-def feature_image(hu_img, bone_mask_img, z_range_mm):
+def feature_image(hu_img, bone_mask_img, z_range_mm, coarse_mm: float = COARSE_MM):
     """The coarse registration picture of one CT: float32 SimpleITK image.
 
     hu_img: HU (contrast removed for the atlas); bone_mask_img: uint8 0/1 on the same grid;
@@ -47,8 +64,8 @@ def feature_image(hu_img, bone_mask_img, z_range_mm):
 
     hu, _ = crop_z(hu_img, z_range_mm)
     bone, _ = crop_z(bone_mask_img, z_range_mm)
-    c_hu = coarse(hu)
-    frac = coarse(sitk.Cast(bone, sitk.sitkFloat32), default=0.0)
+    c_hu = coarse(hu, coarse_mm)
+    frac = coarse(sitk.Cast(bone, sitk.sitkFloat32), coarse_mm, default=0.0)
     a = np.clip(sitk.GetArrayFromImage(c_hu), -1000.0, 200.0)
     a += BONE_WEIGHT_HU * np.clip(2.0 * sitk.GetArrayFromImage(frac), 0.0, 1.0)
     out = sitk.GetImageFromArray(a.astype(np.float32))
@@ -71,7 +88,7 @@ def initial_transform(target: ChestInfo, atlas: ChestInfo):
     return t
 
 
-def _method(levels, sigmas, iterations, sampling=0.15):
+def _method(levels, sigmas, sampling):
     import SimpleITK as sitk
 
     r = sitk.ImageRegistrationMethod()
@@ -86,15 +103,17 @@ def _method(levels, sigmas, iterations, sampling=0.15):
     return r
 
 
-def register(fixed, moving, target: ChestInfo, atlas: ChestInfo, bspline: bool = True) -> Registration:
+def register(fixed, moving, target: ChestInfo, atlas: ChestInfo, options: RegistrationOptions = DEFAULT,
+             bspline: bool = True) -> Registration:
     """fixed: target feature image; moving: atlas feature image (both from feature_image)."""
     import SimpleITK as sitk
 
     times, metric = {}, {}
     t0 = time.perf_counter()
     init = initial_transform(target, atlas)
-    r = _method([4, 2, 1], [2.0, 1.0, 0.0], 200)
-    r.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=200,
+    r = _method([4, 2, 1], [2.0, 1.0, 0.0], sampling=0.1)
+    r.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3,
+                                               numberOfIterations=options.affine_iterations,
                                                relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
     r.SetOptimizerScalesFromPhysicalShift()
     r.SetInitialTransform(init, inPlace=False)
@@ -106,11 +125,12 @@ def register(fixed, moving, target: ChestInfo, atlas: ChestInfo, bspline: bool =
 
     t0 = time.perf_counter()
     extent = np.array(fixed.GetSize()) * np.array(fixed.GetSpacing())
-    mesh = [max(2, int(round(e / BSPLINE_GRID_MM))) for e in extent]
+    mesh = [max(2, int(round(e / options.bspline_grid_mm))) for e in extent]
     bsp = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
-    r = _method([2, 1], [1.0, 0.0], 100, sampling=0.25)
-    r.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=80,
-                           maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=400,
+    r = _method([2, 1], [1.0, 0.0], sampling=0.05)
+    n = options.bspline_iterations
+    r.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=n,
+                           maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=2 * n,
                            costFunctionConvergenceFactor=1e7)
     r.SetMovingInitialTransform(affine)
     r.SetInitialTransform(bsp, inPlace=True)
