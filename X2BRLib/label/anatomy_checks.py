@@ -37,14 +37,28 @@ def _spacing(ijk_to_lps) -> np.ndarray:
     return np.linalg.norm(ijk_to_lps[:3, :3], axis=0)[::-1]  # (z, y, x) order
 
 
-def pieces(labels: np.ndarray, label: int):
+def boxes(labels: np.ndarray) -> dict:
+    """{label: tuple of slices} of each label's bounding box (one pass over the array)."""
+    from scipy import ndimage
+
+    return {i + 1: b for i, b in enumerate(ndimage.find_objects(labels)) if b is not None}
+
+
+def bone_voxels(labels: np.ndarray, label: int, box_of: dict | None = None) -> np.ndarray:
+    """(N, 3) (z, y, x) indices of one label's voxels."""
+    box = (box_of if box_of is not None else boxes(labels)).get(label)
+    if box is None:
+        return np.zeros((0, 3), int)
+    return np.argwhere(labels[box] == label) + [s.start for s in box]
+
+
+def pieces(labels: np.ndarray, label: int, box_of: dict | None = None):
     """Connected pieces (26-neighbourhood) of one label: (piece map, sizes, slices of the bone's box)."""
     from scipy import ndimage
 
-    objs = ndimage.find_objects((labels == label).astype(np.uint8))
-    if not objs or objs[0] is None:
+    box = (box_of if box_of is not None else boxes(labels)).get(label)
+    if box is None:
         return None, np.zeros(0, int), None
-    box = objs[0]
     lab, n = ndimage.label(labels[box] == label, structure=np.ones((3, 3, 3)))
     return lab, np.bincount(lab.ravel(), minlength=n + 1)[1:], box
 
@@ -56,8 +70,9 @@ def merge_stray_pieces(labels: np.ndarray, ijk_to_lps) -> np.ndarray:
     out = labels.copy()
     sp = _spacing(ijk_to_lps)
     r = np.ceil(STRAY_RADIUS_MM / sp).astype(int)
+    box_of = boxes(out)
     for b in anatomy.BONES:
-        lab, sizes, box = pieces(out, b.label)
+        lab, sizes, box = pieces(out, b.label, box_of)
         if lab is None or len(sizes) < 2:
             continue
         main = 1 + int(np.argmax(sizes))
@@ -85,13 +100,16 @@ def merge_stray_pieces(labels: np.ndarray, ijk_to_lps) -> np.ndarray:
                     continue
                 new = int(np.bincount(near).argmax())
             sub[piece] = new
+            if new in box_of:  # the bone that took the piece may reach beyond its box now
+                box_of[new] = tuple(slice(min(a.start, lo[i]), max(a.stop, hi[i]))
+                                    for i, a in enumerate(box_of[new]))
     return out
 
 
 def midline_x_mm(labels: np.ndarray, ijk_to_lps) -> float:
     """LPS x of the spine (median of the vertebra voxels), or of all bone without vertebrae."""
-    vert = [b.label for b in anatomy.group("vertebra")]
-    zyx = np.argwhere(np.isin(labels, vert))
+    box_of = boxes(labels)
+    zyx = np.concatenate([bone_voxels(labels, b.label, box_of) for b in anatomy.group("vertebra")])
     if len(zyx) < 50:
         zyx = np.argwhere(labels > 0)
     if len(zyx) == 0:
@@ -105,10 +123,11 @@ def fix_sides(labels: np.ndarray, ijk_to_lps) -> tuple[np.ndarray, dict]:
     out = labels.copy()
     mid = midline_x_mm(labels, ijk_to_lps)
     moved = {}
+    box_of = boxes(labels)
     for b in anatomy.BONES:
         if not b.laterality:
             continue
-        zyx = np.argwhere(labels == b.label)
+        zyx = bone_voxels(labels, b.label, box_of)
         if len(zyx) == 0:
             continue
         x = _points_mm(zyx, ijk_to_lps)[:, 0] - mid
@@ -134,10 +153,11 @@ def order_series(labels: np.ndarray, ijk_to_lps) -> dict:
               "rib_right": [b for b in anatomy.group("rib") if b.laterality == "right"],
               "vertebra": anatomy.group("vertebra")}
     out = {}
+    box_of = boxes(labels)
     for key, bones in series.items():
         rows = []
         for b in bones:
-            zyx = np.argwhere(labels == b.label)
+            zyx = bone_voxels(labels, b.label, box_of)
             if len(zyx) >= 10:
                 rows.append((b.label, _height_key(_points_mm(zyx[:: max(1, len(zyx) // 20000)], ijk_to_lps),
                                                   b.group)))
@@ -156,9 +176,10 @@ def fix_order(labels: np.ndarray, ijk_to_lps) -> tuple[np.ndarray, list[str]]:
             continue
         present = [lab for lab, _ in rows]
         by_height = [lab for lab, _ in sorted(rows, key=lambda r: -r[1])]
+        box_of = boxes(labels)
         for old, new in zip(by_height, present):
             if old != new:
-                out[labels == old] = new
+                out[tuple(bone_voxels(labels, old, box_of).T)] = new
         fixed.append(key)
     return out, fixed
 
@@ -169,14 +190,15 @@ def trim_humeri(labels: np.ndarray, ijk_to_lps) -> np.ndarray:
     from scipy.spatial import cKDTree
 
     out = labels.copy()
+    box_of = boxes(labels)
     for side in ("left", "right"):
         hum, sca = anatomy.bone(f"humerus_{side}").label, anatomy.bone(f"scapula_{side}").label
-        h = np.argwhere(labels == hum)
+        h = bone_voxels(labels, hum, box_of)
         if len(h) == 0:
             continue
-        s = np.argwhere(labels == sca)
+        s = bone_voxels(labels, sca, box_of)
         if len(s) == 0:
-            out[labels == hum] = 0
+            out[tuple(h.T)] = 0
             continue
         tree = cKDTree(_points_mm(s[:: max(1, len(s) // 20000)], ijk_to_lps))
         d, _ = tree.query(_points_mm(h, ijk_to_lps), distance_upper_bound=HUMERUS_MAX_MM)

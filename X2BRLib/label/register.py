@@ -8,7 +8,10 @@ bone (the atlas: its bone labels; the target: its HU bone mask). Registration
 
 1. initial transform from the lungs' bounding boxes (centre and per-axis scale);
 2. affine, three resolutions (16, 8, 4 mm);
-3. B-spline on a ~45 mm control grid, two resolutions (8, 4 mm).
+3. demons (symmetric forces, displacement field smoothed with a 6 mm Gaussian), two
+   resolutions (8, 4 mm). A B-spline stage (Mattes MI, ~45 mm control grid) is the
+   alternative (``deformable="bspline"``): no more accurate on virtual patients, several
+   times slower (bench/README.md).
 
 (grid spacings and iterations: ``RegistrationOptions``; the atlas carries the options it
 was prepared with.)
@@ -37,12 +40,16 @@ class RegistrationOptions:
 
     coarse_mm: float = COARSE_MM
     affine_iterations: int = 100
+    deformable: str = "demons"         # "demons" | "bspline" | "none"
     bspline_iterations: int = 40
     bspline_grid_mm: float = 45.0
+    demons_iterations: int = 100
+    demons_levels: int = 2
+    demons_sigma_mm: float = 6.0       # Gaussian smoothing of the demons displacement field
 
 
 DEFAULT = RegistrationOptions()
-FAST = RegistrationOptions(coarse_mm=6.0, affine_iterations=50, bspline_iterations=10)  # small tests only
+FAST = RegistrationOptions(coarse_mm=6.0, affine_iterations=50, demons_iterations=50)  # small tests only
 
 
 @dataclass
@@ -120,8 +127,10 @@ def register(fixed, moving, target: ChestInfo, atlas: ChestInfo, options: Regist
     affine = r.Execute(fixed, moving)
     metric["affine"] = float(r.GetMetricValue())
     times["affine"] = time.perf_counter() - t0
-    if not bspline:
+    if not bspline or options.deformable == "none":
         return Registration(affine, times, metric)
+    if options.deformable == "demons":
+        return _demons(fixed, moving, affine, options, times, metric)
 
     t0 = time.perf_counter()
     extent = np.array(fixed.GetSize()) * np.array(fixed.GetSpacing())
@@ -140,6 +149,36 @@ def register(fixed, moving, target: ChestInfo, atlas: ChestInfo, options: Regist
     composite = sitk.CompositeTransform(3)
     composite.AddTransform(affine)
     composite.AddTransform(bsp)
+    return Registration(composite, times, metric)
+
+
+def _demons(fixed, moving, affine, options: RegistrationOptions, times: dict, metric: dict) -> Registration:
+    """Symmetric-forces demons between the fixed image and the affinely resampled moving one:
+    ``demons_levels`` resolutions (coarsest first, each twice the next's spacing), the field of
+    one level starting the next."""
+    import SimpleITK as sitk
+
+    t0 = time.perf_counter()
+    moved = sitk.Resample(moving, fixed, affine, sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
+    field = None
+    for level in reversed(range(options.demons_levels)):
+        f = 2 ** level
+        fx, mv = (fixed, moved) if f == 1 else (sitk.Shrink(sitk.SmoothingRecursiveGaussian(fixed, 0.5 * f * options.coarse_mm), [f] * 3),
+                                                  sitk.Shrink(sitk.SmoothingRecursiveGaussian(moved, 0.5 * f * options.coarse_mm), [f] * 3))
+        d = sitk.FastSymmetricForcesDemonsRegistrationFilter()
+        d.SetNumberOfThreads(THREADS)
+        d.SetNumberOfIterations(options.demons_iterations)
+        d.SetStandardDeviations(options.demons_sigma_mm / (f * options.coarse_mm))  # in voxels
+        if field is None:
+            field = d.Execute(fx, mv)
+        else:
+            init = sitk.Resample(field, fx, sitk.Transform(), sitk.sitkLinear, 0.0, field.GetPixelID())
+            field = d.Execute(fx, mv, init)
+    metric["demons"] = float(d.GetMetric())
+    times["demons"] = time.perf_counter() - t0
+    composite = sitk.CompositeTransform(3)
+    composite.AddTransform(affine)
+    composite.AddTransform(sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64)))
     return Registration(composite, times, metric)
 
 
