@@ -147,8 +147,8 @@ def _height_key(pts: np.ndarray, group: str) -> float:
 
 
 def order_series(labels: np.ndarray, ijk_to_lps) -> dict:
-    """Heights of each series' bones: {series: [(label, height mm), ...] in catalog order}.
-    Series: ribs left, ribs right, vertebrae."""
+    """Heights of each series' bones: {series: [(label, height mm, voxels), ...] in catalog
+    order}. Series: ribs left, ribs right, vertebrae."""
     series = {"rib_left": [b for b in anatomy.group("rib") if b.laterality == "left"],
               "rib_right": [b for b in anatomy.group("rib") if b.laterality == "right"],
               "vertebra": anatomy.group("vertebra")}
@@ -160,17 +160,25 @@ def order_series(labels: np.ndarray, ijk_to_lps) -> dict:
             zyx = bone_voxels(labels, b.label, box_of)
             if len(zyx) >= 10:
                 rows.append((b.label, _height_key(_points_mm(zyx[:: max(1, len(zyx) // 20000)], ijk_to_lps),
-                                                  b.group)))
+                                                  b.group), len(zyx)))
         out[key] = rows
     return out
 
 
+ORDER_MIN_SHARE = 0.3   # bones smaller than this share of their series' median take no part in reordering
+
+
 def fix_order(labels: np.ndarray, ijk_to_lps) -> tuple[np.ndarray, list[str]]:
-    """Renumber a series whose heights are not strictly head to feet. Returns (labels, the
-    names of the series renumbered)."""
+    """Renumber a series whose heights are not strictly head to feet. A bone much smaller than
+    its series' median (a fragment: its height says little) is left out of the renumbering.
+    Returns (labels, the names of the series renumbered)."""
     out = labels.copy()
     fixed = []
     for key, rows in order_series(labels, ijk_to_lps).items():
+        if not rows:
+            continue
+        median = float(np.median([n for _, _, n in rows]))
+        rows = [(lab, h) for lab, h, n in rows if n >= ORDER_MIN_SHARE * median]
         heights = [h for _, h in rows]
         if all(a > b for a, b in zip(heights, heights[1:])):
             continue

@@ -29,7 +29,7 @@ def check(labels: np.ndarray, ijk_to_lps: np.ndarray, atlas_volumes_ml: dict | N
     heights = order_series(labels, ijk_to_lps)
     order_ok = {}
     for rows in heights.values():
-        for i, (lab, h) in enumerate(rows):
+        for i, (lab, h, _) in enumerate(rows):
             above = rows[i - 1][1] if i > 0 else np.inf
             below = rows[i + 1][1] if i + 1 < len(rows) else -np.inf
             order_ok[lab] = bool(above > h > below)

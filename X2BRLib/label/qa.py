@@ -19,7 +19,11 @@ from .. import anatomy
 from ..io.atomic import atomic_write, atomic_write_text
 
 QA_MM = 2.0
-QA_FILES = ("labels_front.png", "labels_side.png", "checks.json")
+QA_FILES = ("labels_front.png", "labels_side.png", "labels_ribs.png", "checks.json")
+# labels_ribs.png: ribs and vertebrae only, seen from the back, in six alternating high-contrast
+# colours (neighbours always differ), to judge numbering and merges at a glance
+_CONTRAST = np.array([(0.90, 0.10, 0.10), (0.10, 0.60, 0.95), (0.95, 0.80, 0.10), (0.15, 0.75, 0.25),
+                      (0.80, 0.30, 0.90), (1.00, 0.50, 0.00)], np.float32)
 
 
 def _axis_aligned(image, labels, z_range_mm=None):
@@ -49,10 +53,10 @@ def _first_hit(labels: np.ndarray, axis: int, reverse: bool) -> np.ndarray:
     return np.where(hit.any(axis=axis), out, 0)
 
 
-def _panel(ax, grey, lab, title, names: bool):
+def _panel(ax, grey, lab, title, names: bool, contrast: bool = False):
     colours = np.zeros((256, 3), np.float32)
     for b in anatomy.BONES:
-        colours[b.label] = b.color_rgb
+        colours[b.label] = _CONTRAST[b.order % 6] if contrast else b.color_rgb
     g = np.clip((grey - grey.min()) / max(np.ptp(grey), 1e-6), 0, 1)
     rgb = np.repeat(g[..., None], 3, -1)
     m = lab > 0
@@ -94,6 +98,20 @@ def write_pictures(qa_dir, image, labels, z_range_mm=None, overwrite: bool = Fal
             fig.suptitle(title, fontsize=8)
         out.append(atomic_write(Path(qa_dir) / name, lambda tmp: fig.savefig(tmp, format="png"),
                                 overwrite=overwrite, suffix=".png"))
+    keep = np.zeros(256, bool)
+    keep[[b.label for b in anatomy.BONES if b.group in ("rib", "vertebra")]] = True
+    back = _first_hit(np.where(keep[lab], lab, 0), 1, True)
+    grey = grey_hu.max(axis=1)
+    h, w = back.shape
+    fig = Figure(figsize=(2 * 5.0 * w / max(h, w), 5.0 * h / max(h, w) + 0.4), dpi=200)
+    FigureCanvasAgg(fig)
+    top = 1 - 0.4 / fig.get_figheight()
+    _panel(fig.add_axes([0.0, 0.0, 0.5, top]), grey, back, "ribs and vertebrae from the back", True, True)
+    _panel(fig.add_axes([0.5, 0.0, 0.5, top]), grey, np.zeros_like(back), "CT maximum projection", False)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    out.append(atomic_write(Path(qa_dir) / "labels_ribs.png", lambda tmp: fig.savefig(tmp, format="png"),
+                            overwrite=overwrite, suffix=".png"))
     return out
 
 
