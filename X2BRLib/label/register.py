@@ -163,8 +163,10 @@ def _demons(fixed, moving, affine, options: RegistrationOptions, times: dict, me
     field = None
     for level in reversed(range(options.demons_levels)):
         f = 2 ** level
-        fx, mv = (fixed, moved) if f == 1 else (sitk.Shrink(sitk.SmoothingRecursiveGaussian(fixed, 0.5 * f * options.coarse_mm), [f] * 3),
-                                                  sitk.Shrink(sitk.SmoothingRecursiveGaussian(moved, 0.5 * f * options.coarse_mm), [f] * 3))
+        fx, mv = fixed, moved
+        if f > 1:
+            sigma = 0.5 * f * options.coarse_mm
+            fx, mv = (sitk.Shrink(sitk.SmoothingRecursiveGaussian(im, sigma), [f] * 3) for im in (fixed, moved))
         d = sitk.FastSymmetricForcesDemonsRegistrationFilter()
         d.SetNumberOfThreads(THREADS)
         d.SetNumberOfIterations(options.demons_iterations)
