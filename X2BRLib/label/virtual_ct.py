@@ -39,15 +39,17 @@ def virtual_ct(src: AnatomySource, params: VariationParams, spacing_xyz_mm=(1.2,
     lab = np.empty(shape[::-1], np.uint8)
     ys, xs = np.meshgrid(origin[1] + spacing[1] * np.arange(shape[1]),
                          origin[0] + spacing[0] * np.arange(shape[0]), indexing="ij")
+    chunk = max(1, 2_000_000 // xs.size)  # axial slices per call: memory stays small
     with torch.no_grad():
-        for k in range(shape[2]):  # one axial slice at a time keeps memory small
-            z = origin[2] + spacing[2] * k
-            pts = torch.from_numpy(np.stack([xs.ravel(), ys.ravel(), np.full(xs.size, z)], 1)).float()
-            p_ct = src.warp(pts, params)
+        for k0 in range(0, shape[2], chunk):
+            ks = np.arange(k0, min(k0 + chunk, shape[2]))
+            z = np.repeat(origin[2] + spacing[2] * ks, xs.size)
+            pts = torch.from_numpy(np.stack([np.tile(xs.ravel(), len(ks)), np.tile(ys.ravel(), len(ks)), z], 1))
+            p_ct = src.warp(pts.float(), params)
             lk = src.sample_labels(p_ct)
             hk = src.sample_hu(p_ct, params, lk)
-            lab[k] = lk.reshape(shape[1], shape[0]).cpu().numpy()
-            hu[k] = np.rint(hk.reshape(shape[1], shape[0]).cpu().numpy()).astype(np.int16)
+            lab[ks] = lk.reshape(len(ks), shape[1], shape[0]).cpu().numpy()
+            hu[ks] = np.rint(hk.reshape(len(ks), shape[1], shape[0]).cpu().numpy()).astype(np.int16)
     img = sitk.GetImageFromArray(hu)
     img.SetOrigin(tuple(origin))
     img.SetSpacing(tuple(spacing))
