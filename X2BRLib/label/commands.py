@@ -92,7 +92,7 @@ def cmd_label_bones(args) -> int:
     write_labels(out, res.labels, args.overwrite)
     if args.qa:
         write_qa(args.qa, image, res.labels, res.report, res.report["chest"]["crop_z_mm"], args.overwrite,
-                 title=f"{Path(args.ct).name}: x2br label-bones")
+                 title=f"{Path(args.ct).resolve().parent.name}/{Path(args.ct).name}: x2br label-bones")
     r = res.report
     print(json.dumps({"output": str(out.resolve()), "bones": sum(b["present"] for b in r["bones"]),
                       "ribs_left": r["ribs_left"], "ribs_right": r["ribs_right"], "vertebrae": r["vertebrae"],
