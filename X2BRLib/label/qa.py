@@ -30,8 +30,9 @@ def _axis_aligned(image, labels, z_range_mm=None):
     """(hu, labels) as (Z, Y, X) arrays on an identity-direction QA_MM grid, z ascending."""
     import SimpleITK as sitk
 
-    pts = [image.TransformContinuousIndexToPhysicalPoint([float(c) for c in corner])
-           for corner in np.ndindex(2, 2, 2) for corner in [np.array(corner) * (np.array(image.GetSize()) - 1)]]
+    last = np.array(image.GetSize()) - 1
+    pts = [image.TransformContinuousIndexToPhysicalPoint([float(v) for v in np.array(c) * last])
+           for c in np.ndindex(2, 2, 2)]
     lo, hi = np.min(pts, 0), np.max(pts, 0)
     if z_range_mm is not None:
         lo[2], hi[2] = max(lo[2], z_range_mm[0]), min(hi[2], z_range_mm[1])
