@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optional_commands(sub) -> None:
     """Commands whose code lives in sub-packages (X2B network, detector, refinement)."""
     from .detect import commands as detect_commands
+    from .label import commands as label_commands
     from .refine import commands as refine_commands
     from .dataset import folds
     from .x2b import commands as x2b_commands
@@ -237,6 +238,7 @@ def _add_optional_commands(sub) -> None:
     detect_commands.add_commands(sub)
     refine_commands.add_commands(sub)
     folds.add_commands(sub)
+    label_commands.add_commands(sub)
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
