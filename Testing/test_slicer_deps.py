@@ -1,6 +1,6 @@
 """What the Slicer module installs into 3D Slicer's Python (X2BRLib.slicer_deps), decided without
-Slicer: Slicer's own packages are never installed or replaced, ultralytics only for the
-refinement, an old torch is reported with what to do.
+Slicer: Slicer's own packages are never installed or replaced, ultralytics comes with X2BR's own
+requirements (the detector runs on every film), an old torch is reported with what to do.
 
 The ``installed`` maps below are the versions a Slicer install holds (Slicer's SuperBuild pins
 pydicom 2.4.3 and Pillow 10.1.0, for instance); the plan is a pure function of them.
@@ -39,13 +39,14 @@ def test_slicers_own_packages_are_never_installed_nor_replaced():
     assert all(sd.canonical(p.split("==")[0]) in skip for p in plan.pins)
 
 
-def test_ultralytics_is_installed_only_when_refinement_is_asked_for():
+def test_ultralytics_is_installed_for_every_reconstruction_since_the_film_check_needs_the_detector():
     without = sd.plan(refine=False, installed=SLICER_LIKE)
-    assert "ultralytics" not in _names(without.install)
+    assert "ultralytics" in _names(without.install)
     assert _names(without.install) == _names(sd.CORE_REQUIREMENTS)
-    assert "ultralytics" in _names(sd.plan(refine=True, installed=SLICER_LIKE).install)
+    assert _names(sd.plan(refine=True, installed=SLICER_LIKE).install) == _names(without.install)
     have = dict(SLICER_LIKE, ultralytics="8.4.190", timm="1.0.31", matplotlib="3.9.0")
     assert _names(sd.plan(refine=True, installed=have).install) == {"scikit-image", "slicerio", "tqdm"}
+    assert "ultralytics" in _names(sd.plan(refine=False, installed=dict(have, ultralytics="8.3.0")).install)
 
 
 def test_an_old_torch_is_reported_with_what_to_do_and_never_replaced():

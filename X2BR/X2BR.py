@@ -85,7 +85,7 @@ most) and the status line says which spacing it used, from where and how sure. I
 DICOM CR/DX files give the spacing, distances and view; a spacing set in the Volumes module wins over
 the file's.</p>
 <p>The first run installs the Python packages X2BR needs (PyTorch through the PyTorch extension; the
-refinement's detector only when refinement is ticked); Slicer's own packages (numpy, SimpleITK, pydicom...)
+and the bone detector, which checks every film and estimates its scale); Slicer's own packages (numpy, SimpleITK, pydicom...)
 are never replaced. After that everything runs offline: the network weights are bundled.</p>
 <p><b>Refinement</b> (X2BR): detects the bones on the film, fits a skeleton template to them and
 registers it onto the network's bones: one smooth closed piece per bone, at some cost in overlap with
@@ -378,8 +378,8 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ dependencies
     def setupPythonRequirements(self, refine=False, askConfirmation=True) -> None:
         """Install what the reconstruction process needs, at first use (``X2BRLib.slicer_deps.plan``
-        decides): torch through the PyTorch extension when absent; X2BR's packages (ultralytics only
-        with refine) through ``slicer.pydeps.pip_ensure`` with Slicer's own packages skipped and pinned;
+        decides): torch through the PyTorch extension when absent; X2BR's packages (ultralytics included:
+        the detector checks every film) through ``slicer.pydeps.pip_ensure`` with Slicer's own packages skipped and pinned;
         never a replacement of Slicer's numpy, vtk, SimpleITK, pydicom, requests... or of an installed
         torch. Raises InstallError (restartRequired when Slicer must restart)."""
         from X2BRLib import slicer_deps

@@ -16,7 +16,9 @@ The rules
   torch older than :data:`TORCH_MINIMUM` is never replaced silently: :func:`torch_problem`
   says what to do.
 * X2BR's own requirements (:data:`CORE_REQUIREMENTS`) are installed at the first
-  reconstruction; ultralytics and what it pulls in (:data:`REFINE_REQUIREMENTS`) only when
+  reconstruction, ultralytics among them: the bone detector runs on every film (the film check
+  and the pixel-spacing estimate, X2BRLib/filmcheck.py and scale.py), not only for the
+  refinement. What only the refinement needs (:data:`REFINE_REQUIREMENTS`, empty today) only when
   the refinement is asked for.
 """
 from __future__ import annotations
@@ -47,9 +49,13 @@ TORCHVISION_REQUIREMENT = f">={TORCHVISION_MINIMUM}"
 
 # Installed into Slicer's Python by X2BR, at first use. Ranges, not pins: they live next to
 # other extensions' packages. matplotlib draws OUT/preview.png; slicerio writes .seg.nrrd.
-CORE_REQUIREMENTS = ("timm>=1.0", "scikit-image>=0.22", "slicerio>=1.4", "tqdm>=4.66", "matplotlib>=3.5")
+# ultralytics: the bone detector (YOLOv9), needed for every film since the film check and the scale
+# estimate use it; pulls in opencv-python, polars, ultralytics-thop... Internals are used: the tested
+# minor release (as pyproject).
+CORE_REQUIREMENTS = ("timm>=1.0", "scikit-image>=0.22", "slicerio>=1.4", "tqdm>=4.66", "matplotlib>=3.5",
+                     "ultralytics>=8.4.190,<8.5")
 # The refinement's bone detector (YOLOv9); pulls in opencv-python, polars, ultralytics-thop...
-REFINE_REQUIREMENTS = ("ultralytics>=8.4.190,<8.5",)  # internals are used: the tested minor release (pyproject)
+REFINE_REQUIREMENTS: tuple = ()
 
 
 def canonical(name: str) -> str:
