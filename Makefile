@@ -8,6 +8,9 @@ $(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml setup.
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements-test.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	# pydicom 2.x beside the venv (not in it): 3D Slicer ships pydicom 2.4, and the DICOM reader
+	# is tested against it too (Testing/test_slicer_deps.py, X2BR_PYDICOM2)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/pydicom2 pydicom==2.4.4
 	touch $@
 
 install: $(VENV)/.installed
@@ -16,6 +19,6 @@ demo: $(VENV)/.installed
 	$(BIN)/x2br demo -o out/demo
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q Testing
+	X2BR_PYDICOM2=$(abspath $(VENV))/pydicom2 $(BIN)/python -m pytest -q Testing
 
 .PHONY: install demo test
