@@ -18,6 +18,7 @@ from X2BRLib import anatomy, metrics
 from X2BRLib.cli import REPO, main
 from X2BRLib.dataset.builder import bone_boxes
 from X2BRLib.geometry import ProjectionGeometry
+from X2BRLib.io.outputs import read_stl_faces
 
 SAMPLE = REPO / "Resources" / "SampleData" / "sample_radiograph.dcm"
 GT = REPO / "Resources" / "SampleData" / "sample_radiograph_gt.npz"
@@ -35,15 +36,6 @@ def _gt_detections(gt, geom, origin, spacing):
     from X2BRLib.x2b.evaluate import _detections_from_boxes
 
     return _detections_from_boxes(bone_boxes(gt, origin, spacing, geom))
-
-
-def _read_stl_faces(path):
-    """Faces of a binary STL with coincident corners merged (STL stores each triangle alone)."""
-    data = path.read_bytes()
-    n = int(np.frombuffer(data[80:84], "<u4")[0])
-    rec = np.frombuffer(data[84:84 + 50 * n], np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")]))
-    _, inverse = np.unique(rec["v"].reshape(-1, 3), axis=0, return_inverse=True)
-    return inverse.reshape(-1, 3)
 
 
 def _box_iou(a, b):
@@ -121,7 +113,7 @@ def test_refined_sample_is_one_closed_piece_per_bone_with_the_stated_overlap(ref
     stls = sorted((refined / "meshes").glob("*.stl"))
     assert sorted(p.stem for p in stls) == present
     for p in stls:
-        faces = _read_stl_faces(p)
+        faces = read_stl_faces(p)
         assert is_one_closed_piece(int(faces.max()) + 1, faces), p.stem
 
 

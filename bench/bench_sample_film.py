@@ -44,21 +44,12 @@ def _run_cold(args):
     return wall, usage.ru_maxrss / 1024.0
 
 
-def _read_stl_faces(path):
-    import numpy as np
-
-    data = path.read_bytes()
-    n = int(np.frombuffer(data[80:84], "<u4")[0])
-    rec = np.frombuffer(data[84:84 + 50 * n], np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")]))
-    _, inverse = np.unique(rec["v"].reshape(-1, 3), axis=0, return_inverse=True)
-    return inverse.reshape(-1, 3)
-
-
 def _score(out: Path) -> dict:
     import numpy as np
     import slicerio
 
     from X2BRLib import metrics
+    from X2BRLib.io.outputs import read_stl_faces
     from X2BRLib.refine.pieces import is_one_closed_piece
 
     labels = slicerio.read_segmentation(str(out / "bones.seg.nrrd"))["voxels"]
@@ -66,7 +57,7 @@ def _score(out: Path) -> dict:
     per_bone = [v for v in metrics.iou_per_bone(labels, gt).values() if np.isfinite(v)]
     comps = metrics.connected_components_per_bone(labels)
     stls = sorted((out / "meshes").glob("*.stl"))
-    closed = sum(is_one_closed_piece(int(f.max()) + 1, f) for f in map(_read_stl_faces, stls))
+    closed = sum(is_one_closed_piece(int(f.max()) + 1, f) for f in map(read_stl_faces, stls))
     report = json.loads((out / "report.json").read_text())
     return {"iou_all_bone": round(metrics.iou_all_bone(labels, gt), 4),
             "iou_mean_per_bone": round(float(np.mean(per_bone)), 4),

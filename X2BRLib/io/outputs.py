@@ -120,6 +120,16 @@ def labels_to_meshes(labels_xyz, origin_lps_mm, spacing_mm, smooth_sigma_vox: fl
     return out
 
 
+def read_stl_faces(path) -> np.ndarray:
+    """(F, 3) int64 vertex indices of a binary STL's triangles, coincident corners merged (STL
+    stores every triangle alone), for topology checks of written meshes."""
+    data = Path(path).read_bytes()
+    n = int(np.frombuffer(data[80:84], "<u4")[0])
+    rec = np.frombuffer(data[84:84 + 50 * n], np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")]))
+    _, inverse = np.unique(rec["v"].reshape(-1, 3), axis=0, return_inverse=True)
+    return inverse.reshape(-1, 3)
+
+
 def write_stl(path, verts, faces, overwrite: bool = False) -> Path:
     """Binary STL of a triangle mesh. Coordinates are LPS millimetres.
 
