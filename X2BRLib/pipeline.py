@@ -44,14 +44,16 @@ class ReconstructOptions:
     template: str | None = None          # skeleton template .npz; the shipped one when None
     pixel_spacing_mm: float | tuple | None = None  # the user's detector spacing: wins over file and estimate
     force: bool = False         # reconstruct even what the film check refuses (X2BRLib.filmcheck)
+    check_films: bool = True    # load the detector up front for the film check and the scale estimate;
+    #                             False for films of known geometry only (evaluate's reconstruct_image)
 
     def __post_init__(self):
         if self.quality not in QUALITY:
             raise InputError(f"quality must be one of {', '.join(QUALITY)}, got {self.quality!r}")
         if self.pixel_spacing_mm is not None:
-            from .scale import _pair
+            from .scale import spacing_pair
 
-            self.pixel_spacing_mm = _pair(self.pixel_spacing_mm)
+            self.pixel_spacing_mm = spacing_pair(self.pixel_spacing_mm)
 
 
 @dataclass
@@ -134,7 +136,8 @@ class Reconstructor:
             self.refiner = Refiner(device=self.device, template=template,
                                    detector_weights=self.options.detector_weights)
             self.refiner.detector  # load now: missing weights fail before any film is read
-        self.detector  # the film check and the scale need it on every film
+        if self.options.check_films:
+            self.detector  # the film check and the scale need it on every film read from a file
         self.load_s = time.perf_counter() - t0
 
     @property

@@ -173,7 +173,7 @@ def resolve(radiograph, detections, net_geometry, user_spacing_mm=None, prior: d
     has_file = file_src not in (None, "none", "default")
     new_warnings = []
     if user_spacing_mm is not None:
-        sp, source, unc = _pair(user_spacing_mm), "user", None
+        sp, source, unc = spacing_pair(user_spacing_mm), "user", None
         origin = "--pixel-spacing"
     elif has_file:
         sp, source, unc, origin = tuple(g.spacing_mm), "file", None, file_src
@@ -248,7 +248,8 @@ def status_line(record: dict) -> str:
     return text
 
 
-def _pair(value) -> tuple:
+def spacing_pair(value) -> tuple:
+    """(column, row) mm from one number (square pixels) or two; InputError unless positive and finite."""
     vals = [float(v) for v in (value if isinstance(value, (list, tuple)) else (value, value))]
     if len(vals) != 2 or not all(math.isfinite(v) and v > 0 for v in vals):
         from .errors import InputError

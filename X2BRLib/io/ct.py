@@ -73,7 +73,7 @@ class LabelledCT:
                        {"prepared": str(path)}, None if flag < 0 else bool(flag), meta)
 
 
-def _read_image(path: Path):
+def read_image(path: Path):
     import SimpleITK as sitk
 
     if not path.exists():
@@ -155,7 +155,7 @@ def read_labelled_ct(ct_path, labels_path, structure_table=None, name=None,
     import SimpleITK as sitk
 
     ct_path, labels_path = Path(ct_path), Path(labels_path)
-    ct = _read_image(ct_path)
+    ct = read_image(ct_path)
     if ct.GetDimension() != 3 or min(ct.GetSize()) < 2:
         raise InputError(f"expected a 3D CT volume, got size {ct.GetSize()}", ct_path)
     ct = sitk.Cast(ct, sitk.sitkFloat32)
@@ -172,7 +172,7 @@ def read_labelled_ct(ct_path, labels_path, structure_table=None, name=None,
             for suffix in _IMAGE_SUFFIXES:
                 p = labels_path / f"{b.totalseg_name}{suffix}"
                 if p.exists():
-                    m = _read_image(p)
+                    m = read_image(p)
                     if m.GetSize() != ct.GetSize():
                         raise InputError(f"mask size {m.GetSize()} differs from the CT's {ct.GetSize()}", p)
                     cat[sitk.GetArrayFromImage(m) > 0] = b.label
@@ -181,7 +181,7 @@ def read_labelled_ct(ct_path, labels_path, structure_table=None, name=None,
         if not found:
             raise InputError("no mask named after a catalog bone (e.g. rib_left_1.nii.gz) in folder", labels_path)
     else:
-        lab = _read_image(labels_path)
+        lab = read_image(labels_path)
         if lab.GetDimension() != 3:
             raise InputError(f"expected a 3D label map, got {lab.GetDimension()}D", labels_path)
         lab = _on_ct_grid(lab, ct, labels_path)

@@ -34,10 +34,10 @@ def read_ct(path):
     """A CT as a SimpleITK image, refused when it is not a 3D volume in HU."""
     import SimpleITK as sitk
 
-    from ..io.ct import _read_image
+    from ..io.ct import read_image
     from .chest import check_is_3d
 
-    img = _read_image(Path(path))
+    img = read_image(Path(path))
     check_is_3d(img, path)
     a = sitk.GetArrayViewFromImage(img)
     if float(a.min()) >= 0 and float(a.max()) > 1500:

@@ -33,12 +33,13 @@ def _expand_inputs(inputs) -> list[Path]:
 def pixel_spacing_arg(text: str):
     """``--pixel-spacing``: one number (square pixels) or two, column,row (as Slicer's volume
     spacing i, j gives them), in mm."""
+    from ..scale import spacing_pair
+
     try:
         values = [float(v) for v in text.replace("x", ",").split(",")]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 2) or not all(v > 0 and v < float("inf") for v in values):
-        raise argparse.ArgumentTypeError(f"expected MM or COLUMN,ROW (positive mm), got {text!r}")
+        spacing_pair(values[0] if len(values) == 1 else values)  # the one rule (ReconstructOptions too)
+    except (ValueError, InputError):
+        raise argparse.ArgumentTypeError(f"expected MM or COLUMN,ROW (positive mm), got {text!r}") from None
     return values[0] if len(values) == 1 else tuple(values)
 
 
@@ -116,7 +117,8 @@ def cmd_evaluate(args) -> int:
     manifest = Path(args.data) / "dataset.json"
     if not manifest.exists():
         raise InputError("not a dataset folder (no dataset.json); build one with `x2br build-dataset`", args.data)
-    rec = Reconstructor(ReconstructOptions(device=args.device, weights=args.weights))
+    # dataset films come with their geometry: no film check, no scale estimate, no detector
+    rec = Reconstructor(ReconstructOptions(device=args.device, weights=args.weights, check_films=False))
     others = {}
     for item in args.also_weights:
         name, sep, folder = item.partition("=")
@@ -124,7 +126,7 @@ def cmd_evaluate(args) -> int:
             raise InputError(f"--also-weights takes NAME=FOLDER (NAME letters, digits, - or _), not {item!r}")
         if name in others:
             raise InputError(f"--also-weights names {name!r} twice")
-        others[name] = Reconstructor(ReconstructOptions(device=args.device, weights=folder))
+        others[name] = Reconstructor(ReconstructOptions(device=args.device, weights=folder, check_films=False))
     refiner = None
     if args.refine:
         from ..refine.refiner import RefineOptions, Refiner
