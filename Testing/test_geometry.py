@@ -78,3 +78,24 @@ def test_the_box_grid_is_centred_on_the_isocentre():
 def test_nonsense_geometry_is_refused(bad):
     with pytest.raises(ValueError):
         ProjectionGeometry.chest(**{"view": "PA", **bad})
+
+
+def test_lateral_views_follow_the_display_convention():
+    """LL: beam right -> left, columns toward the back; RL: beam left -> right, columns toward the
+    front; rows toward the feet in both; a point nearer the detector is magnified less."""
+    from X2BRLib.geometry import ProjectionGeometry
+
+    for view, back_sign, near_x in (("LL", 1, 50.0), ("RL", -1, -50.0)):
+        g = ProjectionGeometry.chest(view, size_px=(256, 256))
+        assert g.is_lateral and g.view == view
+        assert np.allclose(g.normal, [1 if view == "LL" else -1, 0, 0])
+        (c0, r0), (c_back, _), (_, r_up) = g.project(np.array([[0, 0, 0], [0, 40.0, 0], [0, 0, 40.0]]))[0]
+        assert np.sign(c_back - c0) == back_sign
+        assert r_up < r0
+        uv_near = g.project(np.array([[near_x, 40.0, 0.0]]))[0][0]
+        uv_far = g.project(np.array([[-near_x, 40.0, 0.0]]))[0][0]
+        assert abs(uv_near[0] - c0) < abs(uv_far[0] - c0)
+        assert np.isclose(g.sdd_mm, 1800.0) and np.isclose(g.sdd_mm - g.sod_mm, 170.0)
+        assert ProjectionGeometry.from_json(g.to_json()) == g
+    with pytest.raises(ValueError, match="view must be one of"):
+        ProjectionGeometry.chest("LAT")

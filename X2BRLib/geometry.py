@@ -20,7 +20,11 @@ Frames and units
   ``u_dir`` (columns) and ``v_dir`` (rows).
 
 A PA film has the source posterior of the patient and the detector anterior;
-an AP film the reverse. The isocentre is the point the reconstruction box is
+an AP film the reverse. A lateral film (``LL``: the patient's left side against the
+detector, beam right -> left; ``RL`` the reverse) is displayed as if seen from the
+detector's side, rows toward the feet: on an LL film columns increase toward the
+patient's back (the patient faces the viewer's left, DICOM PatientOrientation
+``P\F``), on an RL film toward the front (``A\F``). The isocentre is the point the reconstruction box is
 centred on (the middle of the patient's chest); its magnification is
 ``sdd / sod``.
 """
@@ -37,10 +41,18 @@ import numpy as np
 DEFAULT_BOX_SIZE_MM = (384.0, 288.0, 384.0)
 
 # Default geometry of a chest film: 180 cm source-to-image distance (PA),
-# mid-chest 12 cm in front of the detector, a 43 x 43 cm detector.
-DEFAULT_SDD_MM = {"PA": 1800.0, "AP": 1000.0}
+# mid-chest 12 cm in front of the detector, a 43 x 43 cm detector. A lateral film:
+# 180 cm, mid-chest about half a chest width (17 cm) from the detector.
+DEFAULT_SDD_MM = {"PA": 1800.0, "AP": 1000.0, "LL": 1800.0, "RL": 1800.0}
 DEFAULT_OBJECT_TO_DETECTOR_MM = 120.0
+DEFAULT_LATERAL_OBJECT_TO_DETECTOR_MM = 170.0
 DEFAULT_FIELD_MM = 430.0
+FRONTAL_VIEWS = ("PA", "AP")
+LATERAL_VIEWS = ("LL", "RL")
+VIEWS = FRONTAL_VIEWS + LATERAL_VIEWS
+# beam direction (source -> detector, LPS) and column direction of each view
+_BEAM = {"PA": (0.0, -1.0, 0.0), "AP": (0.0, 1.0, 0.0), "LL": (1.0, 0.0, 0.0), "RL": (-1.0, 0.0, 0.0)}
+_COLUMNS = {"PA": (1.0, 0.0, 0.0), "AP": (1.0, 0.0, 0.0), "LL": (0.0, 1.0, 0.0), "RL": (0.0, -1.0, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,7 @@ class ProjectionGeometry:
     spacing_mm: (su, sv) detector pixel spacing (column, row) in mm.
     size_px: (width, height) in pixels.
     isocenter_lps_mm: (3,) float, centre of the reconstruction box.
-    view: ``"PA"`` or ``"AP"`` (metadata; the vectors carry the geometry).
+    view: ``"PA"``, ``"AP"``, ``"LL"`` or ``"RL"`` (metadata; the vectors carry the geometry).
     box_size_mm: (3,) reconstruction box extent (LR, AP, SI) in mm.
     """
 
@@ -82,8 +94,8 @@ class ProjectionGeometry:
             raise ValueError(f"detector size must be two positive integers, got {sz}")
         object.__setattr__(self, "spacing_mm", sp)
         object.__setattr__(self, "size_px", sz)
-        if self.view not in ("PA", "AP"):
-            raise ValueError(f"view must be 'PA' or 'AP', got {self.view!r}")
+        if self.view not in VIEWS:
+            raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {self.view!r}")
         u, v = np.array(self.u_dir), np.array(self.v_dir)
         if abs(np.linalg.norm(u) - 1) > 1e-6 or abs(np.linalg.norm(v) - 1) > 1e-6 or abs(u @ v) > 1e-6:
             raise ValueError("u_dir and v_dir must be orthonormal")
@@ -93,18 +105,22 @@ class ProjectionGeometry:
     # ------------------------------------------------------------------ factories
     @classmethod
     def chest(cls, view: str = "PA", size_px=(256, 256), field_mm: float = DEFAULT_FIELD_MM,
-              sdd_mm: float | None = None, object_to_detector_mm: float = DEFAULT_OBJECT_TO_DETECTOR_MM,
+              sdd_mm: float | None = None, object_to_detector_mm: float | None = None,
               isocenter_lps_mm=(0.0, 0.0, 0.0), spacing_mm=None,
               box_size_mm=DEFAULT_BOX_SIZE_MM) -> "ProjectionGeometry":
-        """A chest film: principal ray along the antero-posterior axis through the isocentre.
+        """A chest film: principal ray through the isocentre, along the antero-posterior axis
+        (PA, AP) or the left-right axis (LL, RL).
 
         size_px: (width, height). field_mm: detector width covered when spacing_mm is None
-        (square pixels). sdd_mm: source-to-detector distance (default 1800 PA, 1000 AP).
-        object_to_detector_mm: isocentre-to-detector distance.
+        (square pixels). sdd_mm: source-to-detector distance (default 1800; 1000 AP).
+        object_to_detector_mm: isocentre-to-detector distance (default 120 frontal, 170 lateral).
         """
         view = view.upper()
-        if view not in ("PA", "AP"):
-            raise ValueError(f"view must be 'PA' or 'AP', got {view!r}")
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+        if object_to_detector_mm is None:
+            object_to_detector_mm = (DEFAULT_LATERAL_OBJECT_TO_DETECTOR_MM if view in LATERAL_VIEWS
+                                     else DEFAULT_OBJECT_TO_DETECTOR_MM)
         sdd = float(sdd_mm if sdd_mm is not None else DEFAULT_SDD_MM[view])
         if not 0 < object_to_detector_mm < sdd:
             raise ValueError("object_to_detector_mm must lie between 0 and the SDD")
@@ -114,11 +130,11 @@ class ProjectionGeometry:
         if spacing_mm is None:
             spacing_mm = (field_mm / w, field_mm / w)
         iso = np.asarray(isocenter_lps_mm, float)
-        # PA: beam travels posterior -> anterior (-y); source at +y (posterior).
-        beam = np.array([0.0, -1.0, 0.0]) if view == "PA" else np.array([0.0, 1.0, 0.0])
+        # PA: beam travels posterior -> anterior (-y), source at +y (posterior); LL: right -> left (+x)
+        beam = np.array(_BEAM[view])
         source = iso - beam * (sdd - object_to_detector_mm)
         detector = iso + beam * object_to_detector_mm
-        return cls(source, detector, (1.0, 0.0, 0.0), (0.0, 0.0, -1.0), spacing_mm, (w, h),
+        return cls(source, detector, _COLUMNS[view], (0.0, 0.0, -1.0), spacing_mm, (w, h),
                    iso, view, box_size_mm)
 
     # ------------------------------------------------------------------ basic quantities
@@ -151,6 +167,10 @@ class ProjectionGeometry:
     @property
     def magnification(self) -> float:
         return self.sdd_mm / self.sod_mm
+
+    @property
+    def is_lateral(self) -> bool:
+        return self.view in LATERAL_VIEWS
 
     @property
     def width(self) -> int:
