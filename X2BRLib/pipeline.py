@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, anatomy
+from .devices import resolve_device
 from .errors import InputError
 from .geometry import ProjectionGeometry
 from .io.radiograph import Radiograph, read_radiograph, to_network_input
@@ -97,16 +98,6 @@ class Reconstruction:
             "stats": self.stats,
             "model": self.model,
         }
-
-
-def resolve_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return torch.device(device)
 
 
 class Reconstructor:
