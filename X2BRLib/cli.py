@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("drr", help="render a chest film (DRR) of a labelled CT")
     _add_ct_args(s)
     s.add_argument("-o", "--output", required=True, help="PNG to write")
-    s.add_argument("--view", default="PA", choices=["PA", "AP"])
+    s.add_argument("--view", default="PA", choices=["PA", "AP", "LL", "RL"])
     s.add_argument("--image-size", type=int, default=512)
     s.add_argument("--device", default="cpu")
     s.add_argument("--overwrite", action="store_true")
