@@ -47,7 +47,7 @@ def cmd_build_dataset(args) -> int:
                       image_size=args.image_size, gt_voxel_mm=args.voxel_mm, n_points=args.points,
                       seed=args.seed, workers=args.workers, device=args.device, progress=not args.no_progress,
                       test_patients=tuple(t for t in (args.test_patients or "").split(",") if t),
-                      part=_part(args.part), blend=args.blend)
+                      part=_part(args.part), blend=args.blend, lateral=args.lateral)
     manifest = build_dataset(cfg, sources_from_args(args), log=lambda m: print(m, file=sys.stderr))
     lb = manifest["last_build"]
     print(json.dumps({"output": str(Path(args.output).resolve()),
@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--blend", type=float, default=0.0, metavar="P",
                    help="probability that a train/val case moves part of the way toward another training "
                         "patient's bone layout (X2BRLib/dataset/blend.py; not measured yet)")
+    s.add_argument("--lateral", action="store_true",
+                   help="also render a lateral film (LL or RL) of every case: image_lat, geometry_lat, boxes_lat "
+                        "(X2BRLib/dataset/lateral.py)")
     s.add_argument("--train", type=int, default=800)
     s.add_argument("--val", type=int, default=40)
     s.add_argument("--test", type=int, default=60)
@@ -172,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("drr", help="render a chest film (DRR) of a labelled CT")
     _add_ct_args(s)
     s.add_argument("-o", "--output", required=True, help="PNG to write")
-    s.add_argument("--view", default="PA", choices=["PA", "AP"])
+    s.add_argument("--view", default="PA", choices=["PA", "AP", "LL", "RL"])
     s.add_argument("--image-size", type=int, default=512)
     s.add_argument("--device", default="cpu")
     s.add_argument("--overwrite", action="store_true")

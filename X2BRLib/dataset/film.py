@@ -14,13 +14,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..geometry import ProjectionGeometry
+from ..geometry import LATERAL_VIEWS, ProjectionGeometry
 from ..imaging import robust_normalise
 
 FILM_RANGES = {
     "pa_probability": 0.7,
-    "sdd_mm": {"PA": (1500.0, 2000.0), "AP": (900.0, 1200.0)},
+    "sdd_mm": {"PA": (1500.0, 2000.0), "AP": (900.0, 1200.0), "LL": (1500.0, 2000.0), "RL": (1500.0, 2000.0)},
     "object_to_detector_mm": (90.0, 160.0),
+    "lateral_object_to_detector_mm": (140.0, 200.0),  # LL, RL: isocentre about half a chest width away
     "photons": (2e3, 3e4),        # I0 per pixel, quantum noise
     "electronic_noise": (0.0, 3.0),
     "gamma": (0.7, 1.4),
@@ -58,7 +59,8 @@ def sample_film(rng: np.random.Generator, view: str | None = None) -> FilmParams
     return FilmParams(
         view=view,
         sdd_mm=float(rng.uniform(*r["sdd_mm"][view])),
-        object_to_detector_mm=float(rng.uniform(*r["object_to_detector_mm"])),
+        object_to_detector_mm=float(rng.uniform(*r["lateral_object_to_detector_mm" if view in LATERAL_VIEWS
+                                                     else "object_to_detector_mm"])),
         photons=float(np.exp(rng.uniform(*np.log(r["photons"])))),
         electronic_noise=float(rng.uniform(*r["electronic_noise"])),
         gamma=float(rng.uniform(*r["gamma"])),
@@ -71,9 +73,10 @@ def sample_film(rng: np.random.Generator, view: str | None = None) -> FilmParams
 
 def default_film(view: str = "PA") -> FilmParams:
     """A clean film: default distances, high dose, no post-processing."""
-    from ..geometry import DEFAULT_OBJECT_TO_DETECTOR_MM, DEFAULT_SDD_MM
+    from ..geometry import DEFAULT_LATERAL_OBJECT_TO_DETECTOR_MM, DEFAULT_OBJECT_TO_DETECTOR_MM, DEFAULT_SDD_MM
 
-    return FilmParams(view, DEFAULT_SDD_MM[view], DEFAULT_OBJECT_TO_DETECTOR_MM, 1e5, 0.0, 1.0, None, None, 1.0, 0)
+    odd = DEFAULT_LATERAL_OBJECT_TO_DETECTOR_MM if view in LATERAL_VIEWS else DEFAULT_OBJECT_TO_DETECTOR_MM
+    return FilmParams(view, DEFAULT_SDD_MM[view], odd, 1e5, 0.0, 1.0, None, None, 1.0, 0)
 
 
 def develop(line_integral: np.ndarray, film: FilmParams) -> np.ndarray:
