@@ -48,15 +48,15 @@ CLINICAL_PROBABILITY = 0.85  # share of sample_film's films that get the clinica
 CLINICAL_RANGES = {
     # effect: (probability, {parameter: (low, high)})
     "dose": (1.0, {"gain": (3.0, 30.0)}),  # photons x gain: a 256 px film averages many detector pixels
-    "extend": (0.95, {"reach": (0.25, 0.8), "abdomen_reach": (2.0, 6.0), "neck_width": (0.22, 0.38)}),
-    "arms": (0.3, {"arm_radius_mm": (35.0, 55.0), "arm_gap_mm": (0.0, 40.0)}),
+    "extend": (0.95, {"reach": (0.4, 1.0), "abdomen_reach": (2.0, 6.0), "neck_width": (0.22, 0.38)}),
+    "arms": (0.4, {"arm_radius_mm": (35.0, 55.0), "arm_gap_mm": (0.0, 40.0)}),
     "breasts": (0.35, {"breast_mm": (15.0, 50.0), "breast_width": (0.1, 0.16)}),
     "ecg": (0.4, {"electrodes": (2, 9), "wire_L": (0.15, 0.9)}),
     "heel": (0.5, {"heel": (-0.25, 0.25)}),
-    "multiscale": (0.8, {"low_gain": (0.35, 0.9), "detail_gain": (1.0, 2.5), "lut_center": (0.4, 0.6),
+    "multiscale": (0.8, {"low_gain": (0.4, 0.9), "detail_gain": (1.0, 1.8), "lut_center": (0.4, 0.6),
                          "lut_width": (0.12, 0.3)}),
     "collimation": (0.45, {"margin": (-0.01, 0.12), "penumbra_px": (0.5, 3.0)}),
-    "markers": (0.7, {"count": (1, 4), "text_height": (0.025, 0.06)}),
+    "markers": (0.7, {"count": (1, 3), "text_height": (0.02, 0.045)}),
 }
 TUBE_PROBABILITY = 0.3  # of a film with ECG leads: also a tube down the midline
 _COLLIMATION_FILL = {"white": 0.55, "black": 0.3, "grey": 0.15}
@@ -207,7 +207,7 @@ def _extend_top(L, mask, px_mm: float, reach: float, neck_width: float):
         return L
     k = max(2, int(round(0.06 * h)))  # past the ramp of the cut seen obliquely by the cone beam
     cut = mask.any(0) & (resid <= k)  # columns of the cut, not the body's flanks
-    inner = np.clip(np.round(np.where(cut, first, line)).astype(int) + k, 0, h - 1)
+    inner = np.clip(np.round(line).astype(int) + k, 0, h - 1)  # one straight line: no per-column steps
     band_rows = np.clip(inner[None, :] + np.arange(k)[:, None], 0, h - 1)
     e = np.where(cut, L[band_rows, np.arange(w)[None, :]].mean(0), 0.0)
     sig = max(1.0, 0.04 * w)  # soft tissue: no rib or lung pattern; normalised over the cut's columns
@@ -222,7 +222,7 @@ def _extend_top(L, mask, px_mm: float, reach: float, neck_width: float):
         band = np.zeros(w)
     rows = np.arange(h)[:, None]
     d = (inner[None, :] - rows).astype(np.float64)  # pixels above the inner line
-    ext = e * np.sqrt(np.clip(1.0 - d / np.maximum(reach_px, 1e-6), 0.0, 1.0))
+    ext = e * np.sqrt(np.clip(1.0 - np.maximum(d, 0.0) / np.maximum(reach_px, 1e-6), 0.0, 1.0))
     ext = ndimage.gaussian_filter(np.maximum(ext, 0.6 * band * e), max(1.0, 0.006 * h))  # a smooth outline
     deficit = np.maximum(ext - ndimage.gaussian_filter(L, max(1.0, k / 4)), 0.0)  # bone detail stays
     return L + deficit * np.clip(d / k + 0.5, 0.0, 1.0)  # blended in over k rows about the inner line
