@@ -58,10 +58,17 @@ class FilmParams:
 
 
 def sample_film(rng: np.random.Generator, view: str | None = None) -> FilmParams:
+    """A film drawn from FILM_RANGES, then the clinical model (``_sample_clinical``)."""
+    film = _sample_plain(rng, view)
+    film.clinical = _sample_clinical(film)
+    return film
+
+
+def _sample_plain(rng: np.random.Generator, view: str | None = None) -> FilmParams:
     r = FILM_RANGES
     if view is None:
         view = "PA" if rng.uniform() < r["pa_probability"] else "AP"
-    film = FilmParams(
+    return FilmParams(
         view=view,
         sdd_mm=float(rng.uniform(*r["sdd_mm"][view])),
         object_to_detector_mm=float(rng.uniform(*r["object_to_detector_mm"])),
@@ -73,8 +80,6 @@ def sample_film(rng: np.random.Generator, view: str | None = None) -> FilmParams
         unsharp_sigma_px=float(rng.uniform(*r["unsharp_sigma_px"])),
         noise_seed=int(rng.integers(2**31)),
     )
-    film.clinical = _sample_clinical(film)
-    return film
 
 
 def _sample_clinical(film: FilmParams) -> dict | None:
