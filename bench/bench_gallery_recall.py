@@ -12,6 +12,12 @@ and the mean and minimum over all frontal films and over the adult ones; ``--chi
 names the files that are not adults (default: the three SOURCES.md of the shared gallery
 marks as infant / child). No truth is needed: this measures what the detector finds, not
 whether its boxes are right.
+
+``--x2b``: also reconstruct every film with the shipped X2B model (``--quality``, the film check
+forced so that every film gets a number) and compare each bone's projected box
+(``builder.bone_boxes`` of the label volume through the film's geometry) with the detector's
+box of that bone on the same network image: box IoU per bone found by both, the film's mean,
+and the share of those bones with IoU >= 0.5.
 """
 from __future__ import annotations
 
@@ -39,6 +45,29 @@ def group(name: str) -> str:
     return name.split("_")[0] if not name.startswith("vertebra") else "vertebra"
 
 
+def box_iou(a, b) -> float:
+    """IoU of two (u0, v0, u1, v1) boxes in pixels (edges at +-0.5 of the centres: + 1 px per side)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0]) + 1.0
+    ih = min(a[3], b[3]) - max(a[1], b[1]) + 1.0
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    area = lambda r: (r[2] - r[0] + 1.0) * (r[3] - r[1] + 1.0)  # noqa: E731
+    return iw * ih / (area(a) + area(b) - iw * ih)
+
+
+def x2b_agreement(recon, det, path, conf: float) -> dict:
+    """X2B's bones projected onto the film against the detector's boxes on the same network image."""
+    from X2BRLib.dataset.builder import bone_boxes
+
+    rec = recon.reconstruct(path)
+    projected = {int(r[0]): tuple(r[1:]) for r in bone_boxes(rec.labels_xyz, rec.origin_lps_mm, rec.spacing_mm,
+                                                              rec.geometry)}
+    found = {d.label: d.box_px for d in det.detect(rec.image, conf=conf)}
+    ious = [box_iou(projected[k], found[k]) for k in sorted(set(projected) & set(found))]
+    return {"x2b_bones_compared": len(ious), "x2b_mean_box_iou": float(statistics.mean(ious)) if ious else 0.0,
+            "x2b_share_iou_0.5": float(sum(i >= 0.5 for i in ious) / len(ious)) if ious else 0.0}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--films", required=True, help="folder of real films (lateral ones, *_lat.*, are skipped)")
@@ -47,6 +76,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--children", nargs="*", default=list(CHILDREN), help="file stems that are not adults")
     ap.add_argument("--json", help="write per-film results here")
+    ap.add_argument("--x2b", action="store_true", help="also X2B's projected bones against the detector's boxes")
+    ap.add_argument("--quality", default="fast", choices=["fast", "default", "high"])
     args = ap.parse_args(argv)
 
     import warnings
@@ -59,6 +90,12 @@ def main(argv=None) -> int:
     print(f"weights: {det.info['weights']} (sha256 {det.info['sha256'][:12]}), conf >= {args.conf}, "
           f"device {det.info['device']}")
     names = {b.label: b.name for b in anatomy.BONES}
+    recon = None
+    if args.x2b:
+        from X2BRLib.pipeline import ReconstructOptions, Reconstructor
+
+        recon = Reconstructor(ReconstructOptions(quality=args.quality, device=args.device, force=True,
+                                                 detector_weights=args.weights))
     rows = []
     t0 = time.perf_counter()
     for path in frontal_films(Path(args.films)):
@@ -81,9 +118,18 @@ def main(argv=None) -> int:
         print(f"{path.name:42s} {'adult' if row['adult'] else 'child'}  {row['found']:2d}/45 "
               f"(conf 0.1: {row['found_conf_0.1']:2d})  missing: "
               + (", ".join(f"{k} {v}" for k, v in sorted(miss_groups.items())) or "none"))
+        if recon is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                row.update(x2b_agreement(recon, det, path, args.conf))
+            print(f"{'':42s} X2B vs detector: {row['x2b_bones_compared']} bones, mean box IoU "
+                  f"{row['x2b_mean_box_iou']:.3f}, IoU >= 0.5 on {row['x2b_share_iou_0.5']:.0%}")
     if not rows:
         print("no frontal film read")
         return 1
+    if recon is not None:
+        ious = [r["x2b_mean_box_iou"] for r in rows if r.get("x2b_bones_compared")]
+        print(f"X2B vs detector: mean over films of the mean box IoU {statistics.mean(ious):.3f} ({len(ious)} films)")
     summary = {}
     for label, sel in (("all frontal", rows), ("adult frontal", [r for r in rows if r["adult"]])):
         if sel:
