@@ -213,7 +213,8 @@ def _extend_top(L, mask, px_mm: float, reach: float, neck_width: float):
     sig = max(1.0, 0.04 * w)  # soft tissue: no rib or lung pattern; normalised over the cut's columns
     span = np.nonzero(cut)[0]
     span = (np.arange(w) >= span[0]) & (np.arange(w) <= span[-1])  # bridge gaps in the cut
-    e = ndimage.gaussian_filter1d(e, sig) / np.maximum(ndimage.gaussian_filter1d(cut * 1.0, sig), 1e-6) * span
+    e = ndimage.gaussian_filter1d(e, sig) / np.maximum(ndimage.gaussian_filter1d(cut * 1.0, sig), 1e-6) \
+        * ndimage.gaussian_filter1d(span * 1.0, sig)  # soft ends: rounded, not a slab with corners
     reach_px = reach * e / MU_WATER_PER_MM / px_mm
     if neck_width > 0:
         mid, half = 0.5 * (cols[0] + cols[-1]), 0.5 * neck_width * (cols[-1] - cols[0])
@@ -224,8 +225,9 @@ def _extend_top(L, mask, px_mm: float, reach: float, neck_width: float):
     d = (inner[None, :] - rows).astype(np.float64)  # pixels above the inner line
     ext = e * np.sqrt(np.clip(1.0 - np.maximum(d, 0.0) / np.maximum(reach_px, 1e-6), 0.0, 1.0))
     ext = ndimage.gaussian_filter(np.maximum(ext, 0.6 * band * e), max(1.0, 0.006 * h))  # a smooth outline
-    deficit = np.maximum(ext - ndimage.gaussian_filter(L, max(1.0, k / 4)), 0.0)  # bone detail stays
-    return L + deficit * np.clip(d / k + 0.5, 0.0, 1.0)  # blended in over k rows about the inner line
+    # beyond the inner line the ramp of the cut is lifted to the continuation (what is denser, bone,
+    # stays), blended over a few rows: no ripple for the processing to sharpen into lines
+    return L + np.clip(d / 3.0 + 0.5, 0.0, 1.0) * np.maximum(ext - L, 0.0)
 
 
 def _ecg_layer(shape, box, e: dict, rng: np.random.Generator, px_mm: float) -> np.ndarray:
