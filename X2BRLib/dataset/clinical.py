@@ -140,8 +140,6 @@ def attenuate(L: np.ndarray, cp: ClinicalParams, view: str, px_mm: float) -> np.
     """(H, W) line integrals -> (H, W) float64 line integrals with the physical effects added.
 
     px_mm: detector pixel size at the patient (detector spacing / magnification), mm."""
-    from scipy import ndimage
-
     L = np.array(L, np.float64)
     mask, box = _body(L)
     if mask is None:
@@ -190,8 +188,8 @@ def attenuate(L: np.ndarray, cp: ClinicalParams, view: str, px_mm: float) -> np.
 def _extend_top(L, mask, px_mm: float, reach: float, neck_width: float):
     """Continue a straight (maybe tilted) cut at the top of the body's support upward (other sides:
     the caller flips or transposes). Per column: the mean line integral a little inside the cut
-    (past the projected edge's ramp), smoothed along the cut, fading as a cylinder's chord over ``reach`` x its water-equivalent
-    thickness; a central neck band (``neck_width`` of the body's width) continues to the edge.
+    (past the projected edge's ramp), smoothed along the cut, fading as a cylinder's chord over
+    ``reach`` x its water-equivalent thickness; a central neck band (``neck_width`` of the body's width) continues to the edge.
     No straight cut on this side (its first rows do not line up): L unchanged."""
     from scipy import ndimage
 
