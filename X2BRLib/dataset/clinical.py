@@ -50,7 +50,7 @@ CLINICAL_RANGES = {
     "dose": (1.0, {"gain": (3.0, 30.0)}),  # photons x gain: a 256 px film averages many detector pixels
     "extend": (0.95, {"reach": (0.4, 1.0), "abdomen_reach": (2.0, 6.0), "neck_width": (0.22, 0.38)}),
     "arms": (0.4, {"arm_radius_mm": (35.0, 55.0), "arm_gap_mm": (0.0, 40.0)}),
-    "breasts": (0.35, {"breast_mm": (15.0, 50.0), "breast_width": (0.1, 0.16)}),
+    "breasts": (0.35, {"breast_mm": (10.0, 40.0), "breast_width": (0.16, 0.24)}),
     "ecg": (0.4, {"electrodes": (2, 9), "wire_L": (0.15, 0.9)}),
     "heel": (0.5, {"heel": (-0.25, 0.25)}),
     "multiscale": (0.8, {"low_gain": (0.4, 0.9), "detail_gain": (1.0, 1.8), "lut_center": (0.4, 0.6),
@@ -167,7 +167,7 @@ def attenuate(L: np.ndarray, cp: ClinicalParams, view: str, px_mm: float) -> np.
     if cp.breasts:
         b = cp.breasts
         rx = b["breast_width"] * (c1 - c0)
-        ry = 0.7 * rx
+        ry = 0.6 * rx
         vc = r0 + rng.uniform(0.55, 0.75) * (r1 - r0)
         if view in ("PA", "AP"):
             centres = [0.5 * (c0 + c1) + s * rng.uniform(0.18, 0.3) * (c1 - c0) for s in (-1, 1)]
@@ -175,7 +175,7 @@ def attenuate(L: np.ndarray, cp: ClinicalParams, view: str, px_mm: float) -> np.
             front = c1 if _anterior_sign(view) > 0 else c0
             centres = [front - _anterior_sign(view) * 0.5 * rx]
         for uc in centres:
-            dy = (vv - vc) / np.where(vv < vc, 2.5 * ry, ry)  # fades into the chest wall above
+            dy = (vv - vc) / np.where(vv < vc, 3.0 * ry, ry)  # fades into the chest wall above
             rr = ((uu - uc) / rx) ** 2 + dy ** 2
             L = L + MU_WATER_PER_MM * b["breast_mm"] * np.sqrt(np.clip(1.0 - rr, 0.0, None))
     if cp.ecg:
