@@ -64,7 +64,8 @@ def make_case(rng, size=32, n_points=512, gt_voxel_mm=4.0):
     return dict(image=film(g, bone, size), geometry=np.array(g.to_json()),
                 image_lat=film(g_lat, bone, size), geometry_lat=np.array(g_lat.to_json()),
                 points_lps_mm=pts, point_labels=label_at(ell, pts),
-                gt_labels=label_at(ell, centres).reshape(shape), gt_voxel_mm=np.array(gt_voxel_mm))
+                gt_labels=label_at(ell, centres).reshape(shape), gt_voxel_mm=np.array(gt_voxel_mm),
+                boxes=np.zeros((0, 5), np.float32))
 
 
 def make_shards(root, n_train=3, n_val=1, lateral=True):
@@ -129,32 +130,25 @@ def test_the_shipped_weights_stay_one_view_models(v4):
         v4(img, P, iso, scale, pts, img_lat, P_lat)
 
 
-@pytest.mark.parametrize("fusion", ["mean", "max"])
-def test_a_two_view_model_grown_from_v4_computes_v4_exactly_without_a_lateral(v4, fusion):
-    model = X2BNet(**v4.config, views=2, fusion=fusion).eval()
-    assert grow_from(model, v4) == {"views": (1, 2)}
-    img, P, iso, scale, pts, img_lat, P_lat = film_batch(n=300)
+def test_a_two_view_model_grown_from_v4_computes_v4_exactly_without_a_lateral(v4):
+    img, P, iso, scale, pts, img_lat, P_lat = film_batch(128, 200)
     with torch.no_grad():
         ref = v4(img, P, iso, scale, pts)
-        assert torch.equal(model(img, P, iso, scale, pts), ref)
-        assert torch.equal(model(img, P, iso, scale, pts, img_lat, P_lat, torch.zeros(2)), ref)
-        mixed = model(img, P, iso, scale, pts, img_lat, P_lat, torch.tensor([0.0, 1.0]))
-    assert torch.equal(mixed[0], ref[0])  # has_lat masks per case
-    assert (mixed[1] - ref[1]).abs().max() > 1e-3  # the lateral changes what it is given to
+    for fusion in ("mean", "max"):
+        model = X2BNet(**v4.config, views=2, fusion=fusion).eval()
+        assert grow_from(model, v4) == {"views": (1, 2)}
+        with torch.no_grad():
+            assert torch.equal(model(img, P, iso, scale, pts), ref)
+            mixed = model(img, P, iso, scale, pts, img_lat, P_lat, torch.tensor([0.0, 1.0]))
+        assert torch.equal(mixed[0], ref[0])  # has_lat = 0: exactly v4, case by case
+        assert (mixed[1] - ref[1]).abs().max() > 1e-3  # the lateral changes what it is given to
+    other = img_lat.clone()
+    other[1] = torch.rand(1, 128, 128)
+    with torch.no_grad():
+        changed = model(img, P, iso, scale, pts, other, P_lat, torch.tensor([0.0, 1.0]))
+    assert torch.equal(changed[0], mixed[0]) and (changed[1] - mixed[1]).abs().max() > 1e-4
     with pytest.raises(ValueError, match="views 2 -> None"):
         grow_from(X2BNet(**v4.config), model)
-
-
-def test_the_lateral_changes_the_output_where_its_film_changes():
-    torch.manual_seed(0)
-    model = X2BNet(hidden=32, n_blocks=2, feat_dim=8, views=2).eval()
-    img, P, iso, scale, pts, img_lat, P_lat = film_batch(64, 80)
-    other = img_lat.clone()
-    other[0] = torch.rand(1, 64, 64)
-    with torch.no_grad():
-        a = model(img, P, iso, scale, pts, img_lat, P_lat, torch.ones(2))
-        b = model(img, P, iso, scale, pts, other, P_lat, torch.ones(2))
-    assert (a[0] - b[0]).abs().max() > 1e-4 and torch.equal(a[1], b[1])
 
 
 # ---------------------------------------------------------------------- data and training
@@ -227,3 +221,35 @@ def test_a_pair_is_reconstructed_and_one_view_weights_refuse_a_lateral(shards, t
     fn = make_decode_fn(two.model, image, g, lateral=lat, lateral_geometry=g_lat)
     p, label = fn(np.zeros((5, 3)))
     assert p.shape == (5,) and label.min() >= 1
+
+
+def test_evaluate_reports_pa_alone_and_the_pair_on_the_same_cases(shards, tmp_path, capsys):
+    from X2BRLib.cli import main
+    from X2BRLib.pipeline import ReconstructOptions, Reconstructor
+    from X2BRLib.x2b.evaluate import evaluate
+    from X2BRLib.x2b.weights import save_weights
+
+    torch.manual_seed(0)
+    save_weights(tmp_path / "two", X2BNet(hidden=16, n_blocks=1, feat_dim=8, views=2), {"image_size": [32, 32]})
+    save_weights(tmp_path / "one", X2BNet(hidden=16, n_blocks=1, feat_dim=8), {"image_size": [32, 32]})
+    two, one = (Reconstructor(ReconstructOptions(device="cpu", weights=str(tmp_path / n), check_films=False))
+                for n in ("two", "one"))
+    kw = dict(split="train", n_points=500, baseline_cases=2)
+    a = evaluate(shards, two, max_cases=1, others={"one": one}, **kw)
+    assert list(a["methods"]) == ["x2b", "x2b+lat", "x2b_one", "mean_skeleton"]  # one-view weights: PA alone
+    assert a["views"] == ["pa", "pa+lat"] and a["lateral_offset_mm"] == 0.0
+    assert set(a["per_patient"]["unknown"]) == set(a["methods"]) and "x2b+lat" in a["per_case"][0]
+    for first in (0, 1):
+        report = evaluate(shards, two, first_case=first, max_cases=1, views=("pa+lat",), baseline=False,
+                          lateral_offset_mm=20.0, **kw)
+        (tmp_path / f"off{first}.json").write_text(json.dumps(report))
+    assert main(["merge-evaluations", str(tmp_path / "off0.json"), str(tmp_path / "off1.json"),
+                 "-o", str(tmp_path / "off.json")]) == 0
+    off = json.loads((tmp_path / "off.json").read_text())
+    assert list(off["methods"]) == ["x2b+lat"] and off["n_cases"] == 2 and off["lateral_offset_mm"] == 20.0
+    # the same films, the lateral's camera told 20 mm higher: another answer
+    assert off["per_case"][0]["x2b+lat"] != a["per_case"][0]["x2b+lat"]
+    capsys.readouterr()
+    assert main(["evaluate", "--data", str(shards), "--split", "train", "--weights", str(tmp_path / "one"), "--device", "cpu",
+                 "--views", "pa+lat", "-o", str(tmp_path / "d.json")]) == 2
+    assert "read one film" in capsys.readouterr().err and not (tmp_path / "d.json").exists()
