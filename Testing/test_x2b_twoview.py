@@ -198,6 +198,10 @@ def test_two_view_training_reports_both_and_grows_from_one_view_weights(shards, 
     with pytest.raises(InputError, match="--lateral"):
         main(common + ["--out", str(tmp_path / "bad"), "--data",
                        str(make_shards(tmp_path / "old", 1, 1, lateral=False))])
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(InputError, match="--fusion must be one of mean, max"):
+        main(common + ["--out", str(tmp_path / "bad"), "--fusion", "attention"])
+    assert not (tmp_path / "bad").exists()
 
 
 # ---------------------------------------------------------------------- reconstruction
