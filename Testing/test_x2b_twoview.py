@@ -96,7 +96,7 @@ def v4():
     return load_model(V4, "cpu")
 
 
-def film_batch(size=256, n=400, seed=0):
+def film_batch(size, n, seed=0):
     """Two cases: random PA and LL films of the default box, their cameras, query points."""
     torch.manual_seed(seed)
     g, g_lat = (ProjectionGeometry.chest(v, size_px=(size, size)) for v in ("PA", "LL"))
@@ -125,13 +125,13 @@ def test_a_two_view_model_gives_per_point_logits_with_and_without_the_lateral(fu
 
 def test_the_shipped_weights_stay_one_view_models(v4):
     assert "views" not in v4.record["architecture"] and v4.views == 1 and v4.fc_lat is None
-    img, P, iso, scale, pts, img_lat, P_lat = film_batch(n=100)
+    img, P, iso, scale, pts, img_lat, P_lat = film_batch(64, 100)
     with torch.no_grad(), pytest.raises(ValueError, match="reads one view"):
         v4(img, P, iso, scale, pts, img_lat, P_lat)
 
 
 def test_a_two_view_model_grown_from_v4_computes_v4_exactly_without_a_lateral(v4):
-    img, P, iso, scale, pts, img_lat, P_lat = film_batch(128, 200)
+    img, P, iso, scale, pts, img_lat, P_lat = film_batch(64, 200)
     with torch.no_grad():
         ref = v4(img, P, iso, scale, pts)
     for fusion in ("mean", "max"):
@@ -143,7 +143,7 @@ def test_a_two_view_model_grown_from_v4_computes_v4_exactly_without_a_lateral(v4
         assert torch.equal(mixed[0], ref[0])  # has_lat = 0: exactly v4, case by case
         assert (mixed[1] - ref[1]).abs().max() > 1e-3  # the lateral changes what it is given to
     other = img_lat.clone()
-    other[1] = torch.rand(1, 128, 128)
+    other[1] = torch.rand(1, 64, 64)
     with torch.no_grad():
         changed = model(img, P, iso, scale, pts, other, P_lat, torch.tensor([0.0, 1.0]))
     assert torch.equal(changed[0], mixed[0]) and (changed[1] - mixed[1]).abs().max() > 1e-4
@@ -167,7 +167,7 @@ def test_two_view_training_reports_both_and_grows_from_one_view_weights(shards, 
 
     common = ["--data", str(shards), "--batch-size", "2", "--n-points", "128", "--num-workers", "0",
               "--device", "cpu", "--encoder", "atto", "--hidden", "16", "--n-blocks", "1", "--feat-dim", "8",
-              "--epochs", "1", "--views", "2"]
+              "--epochs", "1", "--views", "2", "--max-train-cases", "2"]
     main(common + ["--out", str(tmp_path / "run"), "--val-cases", "1", "--val-voxel-mm", "4",
                    "--best-metric", "val_vol_score_both", "--lat-dropout", "0.5"])
     row = next(csv.DictReader(open(tmp_path / "run" / "log.csv")))
@@ -198,6 +198,10 @@ def test_two_view_training_reports_both_and_grows_from_one_view_weights(shards, 
     with pytest.raises(InputError, match="--lateral"):
         main(common + ["--out", str(tmp_path / "bad"), "--data",
                        str(make_shards(tmp_path / "old", 1, 1, lateral=False))])
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(InputError, match="--fusion must be one of mean, max"):
+        main(common + ["--out", str(tmp_path / "bad"), "--fusion", "attention"])
+    assert not (tmp_path / "bad").exists()
 
 
 # ---------------------------------------------------------------------- reconstruction

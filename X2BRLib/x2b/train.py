@@ -59,7 +59,7 @@ from ..io.atomic import atomic_write
 from ..metrics import iou_summary
 from .data import ShardDataset, read_index
 from .mise import extract_labels
-from .model import X2BNet, bone_logit, make_decode_fn
+from .model import FUSIONS, X2BNet, bone_logit, make_decode_fn
 
 NORMALISATION = ("image: (H, W) float in [0, 1], bone-bright, as the dataset shards' `image` "
                  "(X2BRLib.dataset film normalisation)")
@@ -256,6 +256,14 @@ def _write_log(out: Path, history: list[dict]):
 def train(config: TrainConfig) -> dict:
     """Train (or resume) X2B; returns the last history row. Only rank 0 writes files."""
     cfg = config
+    for bad, text in ((cfg.views not in (1, 2), f"--views must be 1 or 2, got {cfg.views}"),
+                      (cfg.fusion not in FUSIONS, f"--fusion must be one of {', '.join(FUSIONS)}, got {cfg.fusion!r}"),
+                      (not 0.0 <= cfg.lat_dropout <= 1.0, f"--lat-dropout is a probability, got {cfg.lat_dropout}")):
+        if bad:
+            raise InputError(text)
+    if cfg.views == 2 and not read_index(cfg.data_root).get("lateral", False):
+        raise InputError("--views 2 needs a dataset with lateral films (x2br build-dataset --lateral)",
+                         Path(cfg.data_root) / "dataset.json")
     device, rank, world = _dist_setup(cfg)
     out = Path(cfg.out_dir)
     if (out / "last.pt").exists() and not cfg.resume:  # every rank: none may wait for a failed one
@@ -271,18 +279,10 @@ def train(config: TrainConfig) -> dict:
                           cfg.max_val_cases, resample=False)
     if len(train_ds) == 0:
         raise InputError(f"split {cfg.train_split!r} is empty", Path(cfg.data_root) / "dataset.json")
-    if cfg.views == 2 and not train_ds.lateral:
-        raise InputError("--views 2 needs a dataset with lateral films (x2br build-dataset --lateral)",
-                         Path(cfg.data_root) / "dataset.json")
-    if not 0.0 <= cfg.lat_dropout <= 1.0:
-        raise InputError(f"--lat-dropout is a probability, got {cfg.lat_dropout}")
     two_view = cfg.views == 2
     h, w = train_ds[0]["image"].shape[-2:]
-    try:
-        model = X2BNet(cfg.encoder, hidden=cfg.hidden, n_blocks=cfg.n_blocks, feat_dim=cfg.feat_dim,
-                       pos_freqs=cfg.pos_freqs, hires=cfg.hires, views=cfg.views, fusion=cfg.fusion).to(device)
-    except ValueError as e:
-        raise InputError(str(e)) from None
+    model = X2BNet(cfg.encoder, hidden=cfg.hidden, n_blocks=cfg.n_blocks, feat_dim=cfg.feat_dim,
+                   pos_freqs=cfg.pos_freqs, hires=cfg.hires, views=cfg.views, fusion=cfg.fusion).to(device)
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
     loader_kw = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=len(train_ds) // world > cfg.batch_size,
                      pin_memory=device.type == "cuda")
