@@ -72,7 +72,8 @@ def _write_lateral(path, sample_patient, view="LL", orientation=None, view_posit
     return path
 
 
-def _frontal(detector):
+@pytest.fixture(scope="module")
+def frontal_checked(detector):
     """The sample PA film checked and scaled as the pipeline does: (radiograph, detections)."""
     from X2BRLib import filmcheck
 
@@ -119,8 +120,8 @@ def test_a_png_lateral_is_read_as_ll_with_a_warning(tmp_path, sample_patient):
     assert lat.meta["spacing_source"] == "none"
 
 
-def test_the_lateral_is_placed_at_the_pa_isocentre_in_network_form(tmp_path, sample_patient, detector):
-    frontal, dets = _frontal(detector)
+def test_the_lateral_is_placed_at_the_pa_isocentre_in_network_form(tmp_path, sample_patient, detector, frontal_checked):
+    frontal, dets = frontal_checked
     lat = pair.prepare_lateral(frontal, dets, _write_lateral(tmp_path / "lat.dcm", sample_patient), detector,
                                (256, 256))
     g = lat.geometry
@@ -139,8 +140,8 @@ def test_the_lateral_is_placed_at_the_pa_isocentre_in_network_form(tmp_path, sam
     assert 128 < u < 256 and lat.image[v - 2:v + 3, u - 2:u + 3].mean() > np.median(lat.image)  # back on the right
 
 
-def test_a_lateral_without_spacing_takes_the_pa_films_and_says_so(tmp_path, sample_patient, detector):
-    frontal, dets = _frontal(detector)
+def test_a_lateral_without_spacing_takes_the_pa_films_and_says_so(tmp_path, sample_patient, detector, frontal_checked):
+    frontal, dets = frontal_checked
     png = write_radiograph_png(tmp_path / "lat.png", sample_patient[3])
     with pytest.warns(UserWarning, match="using the frontal film's"):
         lat = pair.prepare_lateral(frontal, dets, png, detector, (256, 256))
@@ -207,36 +208,39 @@ def _error_line(capsys):
     return errors[0]
 
 
-def test_two_frontal_films_are_refused_by_the_tag_and_by_the_bones(tmp_path, capsys):
-    rc, out = _run(tmp_path, PA_FILM, "--lateral", PA_FILM)
-    assert rc == 2 and not out.exists()
-    assert "two frontal films: the --lateral film is a frontal film (ViewPosition PA)" in _error_line(capsys)
+def test_two_frontal_films_are_refused_by_the_tag_and_by_the_bones(tmp_path, detector, frontal_checked):
+    frontal, dets = frontal_checked
+    with pytest.raises(InputError, match=r"two frontal films: the --lateral film is a frontal film \(ViewPosition PA\)"):
+        pair.prepare_lateral(frontal, dets, PA_FILM, detector, (256, 256))
     png = write_radiograph_png(tmp_path / "pa_copy.png", read_radiograph(PA_FILM).image)  # no tag left
-    rc, out = _run(tmp_path, PA_FILM, "--lateral", png)
-    line = _error_line(capsys)
-    assert rc == 2 and not out.exists() and "two frontal films: the --lateral film looks frontal" in line
-    assert "left and right ribs" in line
+    with pytest.raises(InputError, match="two frontal films: the --lateral film looks frontal .*left and right ribs"):
+        pair.prepare_lateral(frontal, dets, png, detector, (256, 256))
 
 
-def test_a_lateral_given_as_the_film_is_refused(tmp_path, sample_patient, capsys):
-    lat = _write_lateral(tmp_path / "lat.dcm", sample_patient)
-    rc, out = _run(tmp_path, lat)
-    assert rc == 2 and not out.exists()
-    assert "is a lateral film (ViewPosition LL): give the PA or AP film as the film" in _error_line(capsys)
-    rc, out = _run(tmp_path, lat, "--lateral", PA_FILM)  # swapped
-    assert rc == 2 and not out.exists() and "is a lateral film" in _error_line(capsys)
+def test_a_lateral_given_as_the_film_is_refused(tmp_path, sample_patient):
+    lat = read_radiograph(_write_lateral(tmp_path / "lat.dcm", sample_patient), default_spacing_mm=None)
+    with pytest.raises(InputError, match=r"is a lateral film \(ViewPosition LL\): give the PA or AP film as the film"):
+        pair.check_main_film(lat)
+    with pytest.raises(InputError, match="is a lateral film"):  # and the pair given the wrong way round
+        pair.check_views(lat, read_radiograph(PA_FILM))
 
 
 @pytest.mark.parametrize("who, words", [({"patient_id": "SOMEONE-ELSE"}, "different patients (their PatientID differ)"),
                                         ({"study_uid": "1.2.3.4.5"}, "different studies (their StudyInstanceUID differ)")])
-def test_films_of_different_patients_or_studies_are_refused(tmp_path, sample_patient, capsys, who, words):
-    lat = _write_lateral(tmp_path / "lat.dcm", sample_patient, **who)
-    rc, out = _run(tmp_path, PA_FILM, "--lateral", lat)
-    assert rc == 2 and not out.exists() and words in _error_line(capsys)
+def test_films_of_different_patients_or_studies_are_refused(tmp_path, sample_patient, who, words):
+    lat = pair.read_lateral(_write_lateral(tmp_path / "lat.dcm", sample_patient, **who))
+    with pytest.raises(InputError) as info:
+        pair.check_identity(read_radiograph(PA_FILM), lat)
+    assert words in str(info.value) and str(info.value).count("\n") == 0
 
 
-def test_a_pair_with_single_view_weights_is_one_line_and_nothing_is_written(tmp_path, sample_patient, capsys):
+def test_the_command_says_one_line_and_writes_nothing_for_a_bad_pair(tmp_path, sample_patient, capsys):
+    """The whole command (model, detector, both films): a lateral as the film, then a good pair
+    with today's one-view weights: refused with the line two-view weights will lift."""
     lat = _write_lateral(tmp_path / "lat.dcm", sample_patient)
+    rc, out = _run(tmp_path, lat, "--lateral", PA_FILM)
+    assert rc == 2 and not out.exists()
+    assert "is a lateral film (ViewPosition LL): give the PA or AP film as the film" in _error_line(capsys)
     rc, out = _run(tmp_path, PA_FILM, "--lateral", lat)
     assert rc == 2 and not out.exists()
     assert "these weights read one film; a lateral film needs two-view weights" in _error_line(capsys)
@@ -257,7 +261,7 @@ def test_the_lateral_options_are_checked_before_any_work(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- outputs of a pair
-def test_the_report_and_preview_of_a_pair_record_both_films(tmp_path, sample_patient, detector):
+def test_the_report_and_preview_of_a_pair_record_both_films(tmp_path, sample_patient, detector, frontal_checked):
     """A Reconstruction with its lateral as the pipeline returns it (the label volume is the
     virtual patient's: the writers are under test here, not the network)."""
     from PIL import Image
@@ -265,7 +269,7 @@ def test_the_report_and_preview_of_a_pair_record_both_films(tmp_path, sample_pat
     from X2BRLib.pipeline import Reconstruction, write_outputs
 
     labels, origin, spacing, _, _ = sample_patient
-    frontal, dets = _frontal(detector)
+    frontal, dets = frontal_checked
     lat = pair.prepare_lateral(frontal, dets, _write_lateral(tmp_path / "lat.dcm", sample_patient), detector,
                                (256, 256))
     image, geom = to_network_input(frontal, (256, 256))
