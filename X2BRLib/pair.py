@@ -198,7 +198,8 @@ def lateral_spacing(lateral: Radiograph, frontal: Radiograph, user_spacing_mm=No
     else:
         sp, source = tuple(frontal.geometry.spacing_mm), "frontal_film"
         origin = f"the frontal film's ({frontal.meta.get('spacing_source')}), the same detector assumed"
-        new_warnings.append(f"no pixel spacing for the lateral film ({lateral.meta.get('spacing_why') or 'none given'}): "
+        why = lateral.meta.get("spacing_why") or "none given"
+        new_warnings.append(f"no pixel spacing for the lateral film ({why}): "
                             f"using the frontal film's {sp[0]:.4g} mm, assuming the same detector and the same "
                             "image size per mm; pass --lateral-pixel-spacing MM if you know it")
     record = {"spacing_mm": [round(float(v), 6) for v in sp], "source": source, "from": origin}
@@ -259,7 +260,8 @@ def prepare_lateral(frontal: Radiograph, frontal_dets, source, detector, image_s
     image, geom = to_network_input(lateral, image_size)
     record = {
         "input": lateral.path, "view": geom.view, "view_source": lateral.meta.get("view_source"),
-        "view_position": lateral.meta.get("view_position"), "patient_orientation": lateral.meta.get("patient_orientation"),
+        "view_position": lateral.meta.get("view_position"),
+        "patient_orientation": lateral.meta.get("patient_orientation"),
         "flipped": lateral.meta.get("flipped", []), "spacing": spacing, "sdd_mm": round(geom.sdd_mm, 3),
         "sdd_source": lateral.meta.get("sdd_source"),
         "object_to_detector_mm": round(geom.sdd_mm - geom.sod_mm, 3), "geometry": geom.to_dict(),

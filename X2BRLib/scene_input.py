@@ -172,4 +172,5 @@ def check_lateral_volume(input_node, lateral_node) -> dict:
         raise InputError(f"lateral film: {e}") from None
 
 
-__all__ = ["FilmInput", "check_lateral_volume", "read_as_slicer_does", "compare_with_file", "dicom_with_spacing", "radiograph_input"]
+__all__ = ["FilmInput", "check_lateral_volume", "read_as_slicer_does", "compare_with_file", "dicom_with_spacing",
+           "radiograph_input"]
