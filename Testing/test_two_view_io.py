@@ -310,3 +310,32 @@ def test_slicers_lateral_input_reaches_the_command_as_the_users(tmp_path, sample
         assert "--lateral" not in slicer_process.reconstruct_command("python", PA_FILM, tmp_path / "out")
     finally:
         mrml_scene.Clear(1)
+
+
+# ---------------------------------------------------------------------- refinement: the lateral's boxes
+def test_confident_lateral_boxes_move_each_bone_front_to_back_only(sample_patient):
+    """Bones of the virtual patient moved 12 mm forward (and one 60 mm) are put back by their boxes
+    on its LL film, along the antero-posterior axis only; unconfident boxes move nothing."""
+    from X2BRLib.refine.lateral_fit import MAX_SHIFT_MM, lateral_ap_shifts
+
+    labels, origin, spacing, _, ll = sample_patient
+    idx = np.argwhere(labels > 0)
+    points, lab = origin + idx * spacing, labels[tuple(idx.T)]
+    truth = {int(b): points[lab == b].mean(0) for b in (3, 32, 39)}  # rib_left_3, T7, sternum
+    moved = points.copy()
+    for b, dy in ((3, -12.0), (32, -12.0), (39, -60.0)):  # LPS y: -12 mm is toward the front
+        moved[lab == b, 1] += dy
+    boxes = [d for d in _oracle_detections(labels, origin, spacing, ll) if d.label in truth]
+    V, info = lateral_ap_shifts(moved, lab, ll, boxes)
+    assert sorted(info) == [3, 32, 39] and ll.u_dir == (0.0, 1.0, 0.0)
+    for b in (3, 32):
+        assert info[b]["shift_mm"] == pytest.approx(12.0, abs=1.5)
+        assert np.allclose(V[lab == b].mean(0), truth[b], atol=1.5)
+        assert np.allclose(V[lab == b][:, [0, 2]], moved[lab == b][:, [0, 2]])  # x and z untouched
+    assert info[39]["shift_mm"] == MAX_SHIFT_MM and info[39]["wanted_mm"] == pytest.approx(60.0, abs=2.0)
+    assert np.array_equal(V[~np.isin(lab, [3, 32, 39])], moved[~np.isin(lab, [3, 32, 39])])
+    from dataclasses import replace
+
+    unsure = [replace(d, confidence=0.3) for d in boxes]
+    V, info = lateral_ap_shifts(moved, lab, ll, unsure)
+    assert info == {} and np.array_equal(V, moved)  # today's behaviour without confident boxes
