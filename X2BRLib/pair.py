@@ -203,8 +203,8 @@ def lateral_spacing(lateral: Radiograph, frontal: Radiograph, user_spacing_mm=No
         origin = f"the frontal film's ({frontal.meta.get('spacing_source')}), the same detector assumed"
         why = lateral.meta.get("spacing_why") or "none given"
         new_warnings.append(f"no pixel spacing for the lateral film ({why}): "
-                            f"using the frontal film's {sp[0]:.4g} mm, assuming the same detector and the same "
-                            "image size per mm; pass --lateral-pixel-spacing MM if you know it")
+                            f"using the frontal film's {sp[0]:.4g} mm (the same detector and pixel size assumed); "
+                            "pass --lateral-pixel-spacing MM if you know it")
     record = {"spacing_mm": [round(float(v), 6) for v in sp], "source": source, "from": origin}
     meta = {**lateral.meta, "spacing_mm": list(sp), "spacing_source": src if source == "file" else source,
             "scale": record}
