@@ -114,7 +114,8 @@ class Reconstruction:
             "stats": self.stats,
             "model": self.model,
             "views": [self.geometry.view] + ([self.lateral.geometry.view] if self.lateral is not None else []),
-            "lateral": None if self.lateral is None else {k: v for k, v in self.lateral.record.items() if k != "pair"},
+            "lateral": None if self.lateral is None else {k: v for k, v in self.lateral.record.items()
+                                                          if k != "pair"},
             "pair": None if self.lateral is None else self.lateral.record.get("pair"),
         }
 
@@ -211,10 +212,8 @@ class Reconstructor:
         from .x2b.mise import extract_labels
         from .x2b.model import make_decode_fn
 
-        if lateral is not None and self.model.config.get("views", 1) != 2:
-            raise InputError("these weights read one film; a lateral film needs two-view weights: train them "
-                             "with `x2br train --views 2` on a dataset built with --lateral",
-                             self.options.weights or DEFAULT_WEIGHTS)
+        if lateral is not None:
+            self.check_two_view_weights()
         if (lateral is None) != (lateral_geometry is None):
             raise InputError("a lateral film needs its geometry (and a lateral geometry its film)")
         if lateral is not None and tuple(np.shape(lateral)[::-1]) != tuple(lateral_geometry.size_px):
