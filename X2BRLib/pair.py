@@ -273,8 +273,11 @@ def prepare_lateral(frontal: Radiograph, frontal_dets, source, detector, image_s
     }
     pair = {
         "assumptions": ["the central rays of both exposures meet at one isocentre (the frontal film's), at "
-                        "the same height: a patient who moved between the exposures is not corrected",
-                        "both films are of one patient in one breath-hold position"],
+                        "the same height: a patient who moved between the exposures is not corrected here (the "
+                        "two-view network is trained to tolerate a vertical offset and a magnification error; "
+                        "vertical_scale.offset_mm is what the bones found on both films suggest)",
+                        "the anatomy is the same in both films (the same patient, breathing and posture apart "
+                        "from the turn)"],
         "identity": identity, "vertical_scale": scale,
         "same_detector_assumed": spacing["source"] == "frontal_film",
     }
