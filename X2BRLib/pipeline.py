@@ -99,7 +99,7 @@ class Reconstruction:
         return {
             "x2br_version": __version__,
             "input": None if r is None else r.path,
-            "input_meta": None if r is None else r.meta,
+            "input_meta": None if r is None else _without_identity(r.meta),
             "warnings": ([] if r is None else list(r.warnings))
             + ([] if self.lateral is None else [f"lateral film: {w}" for w in self.lateral.warnings]),
             "scale": None if r is None else r.meta.get("scale"),
@@ -114,10 +114,18 @@ class Reconstruction:
             "stats": self.stats,
             "model": self.model,
             "views": [self.geometry.view] + ([self.lateral.geometry.view] if self.lateral is not None else []),
-            "lateral": None if self.lateral is None else {k: v for k, v in self.lateral.record.items()
-                                                          if k != "pair"},
+            "lateral": None if self.lateral is None else {
+                k: (_without_identity(v) if k == "input_meta" else v) for k, v in self.lateral.record.items()
+                if k != "pair"},
             "pair": None if self.lateral is None else self.lateral.record.get("pair"),
         }
+
+
+def _without_identity(meta: dict) -> dict:
+    """A film's meta for report.json: without the patient and study digests (X2BRLib.pair compares them)."""
+    from .io.radiograph import IDENTITY_KEYS
+
+    return {k: v for k, v in meta.items() if k not in IDENTITY_KEYS}
 
 
 class Reconstructor:

@@ -453,9 +453,13 @@ def _lateral_view(view, vp, ds, notes, default_view="PA") -> tuple[str | None, s
     return None, None
 
 
+IDENTITY_KEYS = ("patient_id_sha256", "study_uid_sha256")  # in meta for comparisons; never written out
+
+
 def _identity(ds) -> dict:
     """Short SHA-256 digests of PatientID and StudyInstanceUID (to tell whether two films are of
-    one patient and one study without writing the identifiers into reports); None when absent."""
+    one patient and one study); None when absent. Reports leave them out (IDENTITY_KEYS): an
+    unsalted digest of a short ID can be reversed by trying IDs."""
     import hashlib
 
     out = {}
