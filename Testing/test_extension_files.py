@@ -100,7 +100,8 @@ def test_every_node_selector_gets_the_scene(ui_root):
     wired = {c.findtext("receiver") for c in ui_root.iter("connection")
              if c.findtext("sender") == "X2BR" and c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
              and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
-    assert selectors == {"inputVolumeSelector", "outputSegmentationSelector"} and selectors <= wired
+    assert selectors == {"inputVolumeSelector", "lateralVolumeSelector", "outputSegmentationSelector"} \
+        and selectors <= wired
 
 
 def _widget(ui_root, name):
@@ -122,11 +123,13 @@ def test_the_widgets_the_module_uses_exist_and_are_bound_to_its_parameters(ui_ro
     cls = next(n for n in module_ast.body if isinstance(n, ast.ClassDef) and n.name == "X2BRParameterNode")
     assert any(getattr(d, "id", None) == "parameterNodeWrapper" for d in cls.decorator_list)
     parameters = {s.target.id for s in cls.body if isinstance(s, ast.AnnAssign)}
-    assert parameters == {"inputVolume", "quality", "device", "refine", "outputSegmentation"}
+    assert parameters == {"inputVolume", "lateralVolume", "quality", "device", "refine", "outputSegmentation"}
     bound = {_prop(w, "SlicerParameterName") for w in ui_root.iter("widget")} - {None}
     assert bound == parameters
     assert _prop(_widget(ui_root, "inputVolumeSelector"), "nodeTypes") == ["vtkMRMLScalarVolumeNode"]
     assert "vtkMRMLLabelMapVolumeNode" in _prop(_widget(ui_root, "inputVolumeSelector"), "hideChildNodeTypes")
+    assert _prop(_widget(ui_root, "lateralVolumeSelector"), "nodeTypes") == ["vtkMRMLScalarVolumeNode"]
+    assert _prop(_widget(ui_root, "lateralVolumeSelector"), "noneEnabled") == "true"  # optional
     assert _prop(_widget(ui_root, "outputSegmentationSelector"), "nodeTypes") == ["vtkMRMLSegmentationNode"]
     refine = _widget(ui_root, "refineCheckBox")
     assert _prop(refine, "enabled") is None and _prop(refine, "checked") == "false"  # offered, off by default

@@ -203,7 +203,7 @@ def test_bad_inputs_raise_input_error_and_write_nothing(tmp_path):
 def test_bad_arguments(tmp_path):
     path = write_dicom(tmp_path / "cr.dcm", phantom(3000, 1000), ImagerPixelSpacing=[0.1, 0.1])
     with pytest.raises(InputError, match="view"):
-        read_radiograph(path, view="LL")
+        read_radiograph(path, view="XY")  # LL and RL are lateral views (issue 15)
     with pytest.raises(InputError, match="default_spacing_mm"):
         read_radiograph(path, default_spacing_mm=float("nan"))
 

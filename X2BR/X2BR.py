@@ -150,6 +150,7 @@ def registerSampleData():
 class X2BRParameterNode:
     """
     inputVolume - the chest radiograph (single-slice scalar or RGB volume).
+    lateralVolume - optional: the lateral film of the same study (needs two-view weights).
     quality - voxel size of the result: fast 3 mm, default 2 mm, high 1 mm.
     device - auto, cpu or cuda.
     refine - the X2BR refinement (detection, skeleton template, geodesic CPD) after X2B.
@@ -158,6 +159,7 @@ class X2BRParameterNode:
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
+    lateralVolume: vtkMRMLScalarVolumeNode
     quality: Annotated[str, Choice(list(slicer_process.QUALITIES))] = "default"
     device: Annotated[str, Choice(list(slicer_process.DEVICES))] = "auto"
     refine: bool = False
@@ -260,6 +262,8 @@ class X2BRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.clear()
         try:
             self.logic.checkInput(p.inputVolume)
+            if p.lateralVolume:
+                self.logic.checkLateral(p.inputVolume, p.lateralVolume)
         except ValueError as e:
             slicer.util.errorDisplay(str(e), windowTitle=_("X2BR"))
             return
@@ -287,7 +291,7 @@ class X2BRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to start the reconstruction."), waitCursor=True):
             self.logic.startReconstruction(p.inputVolume, p.outputSegmentation, p.quality, p.device,
                                            refine=p.refine, replaceConfirmed=True, progressCallback=self._onProgress,
-                                           completedCallback=self._onCompleted)
+                                           completedCallback=self._onCompleted, lateralVolume=p.lateralVolume)
             self.ui.progressBar.value = 0
             self.ui.progressBar.show()
         self._updateButtons()
@@ -354,6 +358,14 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
         from X2BRLib import scene
 
         return scene.check_radiograph_volume(volumeNode)
+
+    @staticmethod
+    def checkLateral(inputVolume, lateralVolume) -> dict:
+        """Raise ValueError unless the lateral film is one 2D radiograph other than the radiograph
+        (``X2BRLib.scene_input.check_lateral_volume``); the command checks the pair itself."""
+        from X2BRLib import scene_input
+
+        return scene_input.check_lateral_volume(inputVolume, lateralVolume)
 
     @staticmethod
     def radiographFile(volumeNode, folder):
@@ -436,14 +448,19 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ run
     def startReconstruction(self, inputVolume, outputSegmentation=None, quality="default", device="auto",
-                            refine=False, replaceConfirmed=False, progressCallback=None, completedCallback=None) -> None:
+                            refine=False, replaceConfirmed=False, progressCallback=None, completedCallback=None,
+                            lateralVolume=None) -> None:
         """Start ``x2br reconstruct`` on the volume; returns at once. progressCallback(fraction, message,
         logLine); completedCallback(success, message). The result goes into a new segmentation, or into
         outputSegmentation when given (refused with ValueError when that would lose edits, unless
-        replaceConfirmed), with a placed copy of the film; see lastSegmentation / lastFilm."""
+        replaceConfirmed), with a placed copy of the film; see lastSegmentation / lastFilm.
+        lateralVolume: optional lateral film of the same study, passed as ``--lateral`` (its file chosen
+        by the same rule as the radiograph's)."""
         if self.isRunning:
             raise RuntimeError(_("a reconstruction is already running"))
         info = self.checkInput(inputVolume)
+        if lateralVolume is not None:
+            self.checkLateral(inputVolume, lateralVolume)
         choice = self.outputChoice(inputVolume, outputSegmentation)
         if choice.question and not replaceConfirmed:
             raise ValueError(choice.question)
@@ -453,12 +470,19 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
         outDir = os.path.join(tempDir, "out")
         python = shutil.which("PythonSlicer")
         env = slicer_process.subprocess_environment(slicer.util.startupEnvironment() if python else None)
-        command = slicer_process.reconstruct_command(python or sys.executable, radiograph, outDir, device, quality,
-                                                     refine=refine, pixel_spacing=filmInput.pixel_spacing_mm)
+        lateralInput = None
+        if lateralVolume is not None:
+            os.makedirs(os.path.join(tempDir, "lateral"))
+            lateralInput = self.radiographFile(lateralVolume, os.path.join(tempDir, "lateral"))
+        command = slicer_process.reconstruct_command(
+            python or sys.executable, radiograph, outDir, device, quality, refine=refine,
+            pixel_spacing=filmInput.pixel_spacing_mm, lateral=lateralInput.path if lateralInput else None,
+            lateral_pixel_spacing=lateralInput.pixel_spacing_mm if lateralInput else None)
         logging.info("X2BR: " + " ".join(command))
         self._task = dict(inputVolume=inputVolume, choice=choice, radiograph=radiograph, tempDir=tempDir,
                           outDir=outDir, progress=progressCallback, completed=completedCallback,
-                          warnings=list(info["warnings"]) + ([filmInput.note] if filmInput.note else []))
+                          warnings=list(info["warnings"]) + ([filmInput.note] if filmInput.note else [])
+                          + ([f"lateral film: {lateralInput.note}"] if lateralInput and lateralInput.note else []))
         self._job = slicer_process.ReconstructionProcess(command, env=env).start()
         self._timer.start()
         self._poll()
@@ -468,11 +492,11 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
             self._job.cancel()
 
     def process(self, inputVolume, outputSegmentation=None, quality="default", device="auto", timeout=None,
-                refine=False, replaceConfirmed=False):
+                refine=False, replaceConfirmed=False, lateralVolume=None):
         """Reconstruct and wait (scripts, self-test). Returns the segmentation node; raises on failure."""
         result = {}
         self.startReconstruction(inputVolume, outputSegmentation, quality, device, refine=refine,
-                                 replaceConfirmed=replaceConfirmed,
+                                 replaceConfirmed=replaceConfirmed, lateralVolume=lateralVolume,
                                  completedCallback=lambda ok, msg: result.update(ok=ok, msg=msg))
         end = None if timeout is None else time.monotonic() + timeout
         while self._task is not None:

@@ -27,6 +27,14 @@ REFUSE_BELOW_CONFIDENCE = 0.1  # no bone at this confidence: refused
 WARN_CONFIDENCE = 0.25
 WARN_BELOW_BONES = 10          # fewer bones at WARN_CONFIDENCE: a warning
 N_BONES = 45
+# A film looks frontal (for the lateral of a pair: two frontal films) when the detector finds
+# at least FRONTAL_MIN_BONES bones at WARN_CONFIDENCE with at least FRONTAL_MIN_RIBS ribs of each
+# side whose mean centres lie FRONTAL_MIN_RIB_SEPARATION of the image width apart (left ribs to
+# the image's right). On a lateral film the two sides overlap. Settings read off
+# bench/bench_pair_views.py on the gallery (bench/results/pair_views_cpu.txt).
+FRONTAL_MIN_BONES = 10
+FRONTAL_MIN_RIBS = 3
+FRONTAL_MIN_RIB_SEPARATION = 0.3
 
 
 class NotAChestFilmError(InputError):
@@ -78,6 +86,23 @@ def detection_checks(detections) -> dict:
                                "another body part, a child) or it differs from the simulated training "
                                "films; check the result")
     return out
+
+
+def view_evidence(detections, width_px: int) -> dict:
+    """Does the detector see a frontal film? detections on the network image (width_px wide).
+
+    Returns {"bones_conf_0.25", "ribs_left", "ribs_right", "rib_side_separation" (mean centre of
+    the left ribs minus that of the right ribs, as a fraction of the width; None without
+    FRONTAL_MIN_RIBS of each side), "looks_frontal": bool} (confident detections only)."""
+    ok = [d for d in detections if d.confidence >= WARN_CONFIDENCE]
+    left = [0.5 * (d.box_px[0] + d.box_px[2]) for d in ok if 1 <= d.label <= 12]
+    right = [0.5 * (d.box_px[0] + d.box_px[2]) for d in ok if 13 <= d.label <= 24]
+    sep = None
+    if len(left) >= FRONTAL_MIN_RIBS and len(right) >= FRONTAL_MIN_RIBS:
+        sep = round(float(np.mean(left) - np.mean(right)) / float(width_px), 4)
+    frontal = len(ok) >= FRONTAL_MIN_BONES and sep is not None and sep >= FRONTAL_MIN_RIB_SEPARATION
+    return {"bones_conf_0.25": len(ok), "ribs_left": len(left), "ribs_right": len(right),
+            "rib_side_separation": sep, "looks_frontal": bool(frontal)}
 
 
 def check_film(size_px, net_image, detections, force: bool = False, path=None) -> dict:

@@ -47,14 +47,28 @@ class ReconstructOptions:
     force: bool = False         # reconstruct even what the film check refuses (X2BRLib.filmcheck)
     check_films: bool = True    # load the detector up front for the film check and the scale estimate;
     #                             False for films of known geometry only (evaluate's reconstruct_image)
+    lateral: str | Path | Radiograph | None = None  # the lateral film of the study (X2BRLib.pair); needs
+    #                                                 two-view weights
+    lateral_pixel_spacing_mm: float | tuple | None = None  # the user's for the lateral (else file, else the PA's)
+    lateral_view: str | None = None  # 'LL' | 'RL': the user's; else from the file, else LL
 
     def __post_init__(self):
         if self.quality not in QUALITY:
             raise InputError(f"quality must be one of {', '.join(QUALITY)}, got {self.quality!r}")
-        if self.pixel_spacing_mm is not None:
-            from .scale import spacing_pair
+        from .scale import spacing_pair
 
+        if self.pixel_spacing_mm is not None:
             self.pixel_spacing_mm = spacing_pair(self.pixel_spacing_mm)
+        if self.lateral_pixel_spacing_mm is not None:
+            self.lateral_pixel_spacing_mm = spacing_pair(self.lateral_pixel_spacing_mm)
+        if self.lateral_view is not None:
+            from .geometry import LATERAL_VIEWS
+
+            if str(self.lateral_view).upper() not in LATERAL_VIEWS:
+                raise InputError(f"lateral_view must be LL or RL, got {self.lateral_view!r}")
+            self.lateral_view = str(self.lateral_view).upper()
+        if self.lateral is None and (self.lateral_pixel_spacing_mm is not None or self.lateral_view is not None):
+            raise InputError("--lateral-pixel-spacing and --lateral-view need a lateral film (--lateral)")
 
 
 @dataclass
@@ -72,6 +86,7 @@ class Reconstruction:
     stats: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     meshes: dict | None = None  # {bone name: (verts, faces)} when refined; else from labels_xyz
+    lateral: object | None = None  # X2BRLib.pair.LateralFilm: the lateral film read with the PA film
 
     def bone_volumes_ml(self) -> dict:
         voxel_ml = float(np.prod(self.spacing_mm)) / 1000.0
@@ -84,8 +99,9 @@ class Reconstruction:
         return {
             "x2br_version": __version__,
             "input": None if r is None else r.path,
-            "input_meta": None if r is None else r.meta,
-            "warnings": [] if r is None else list(r.warnings),
+            "input_meta": None if r is None else _without_identity(r.meta),
+            "warnings": ([] if r is None else list(r.warnings))
+            + ([] if self.lateral is None else [f"lateral film: {w}" for w in self.lateral.warnings]),
             "scale": None if r is None else r.meta.get("scale"),
             "film_check": None if r is None else r.meta.get("film_check"),
             "geometry": self.geometry.to_dict(),
@@ -97,7 +113,19 @@ class Reconstruction:
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
             "stats": self.stats,
             "model": self.model,
+            "views": [self.geometry.view] + ([self.lateral.geometry.view] if self.lateral is not None else []),
+            "lateral": None if self.lateral is None else {
+                k: (_without_identity(v) if k == "input_meta" else v) for k, v in self.lateral.record.items()
+                if k != "pair"},
+            "pair": None if self.lateral is None else self.lateral.record.get("pair"),
         }
+
+
+def _without_identity(meta: dict) -> dict:
+    """A film's meta for report.json: without the patient and study digests (X2BRLib.pair compares them)."""
+    from .io.radiograph import IDENTITY_KEYS
+
+    return {k: v for k, v in meta.items() if k not in IDENTITY_KEYS}
 
 
 class Reconstructor:
@@ -142,23 +170,31 @@ class Reconstructor:
             self._detector = Detector(self.options.detector_weights, device=str(self.device))
         return self._detector
 
-    def check_and_scale(self, radiograph: Radiograph) -> Radiograph:
+    def check_and_scale(self, radiograph: Radiograph, with_detections: bool = False):
         """Refuse what is not a chest film (unless options.force) and choose the pixel spacing
         (``X2BRLib.scale``: user > file (if plausible) > estimate > default). Returns the
         radiograph with that spacing; its meta holds 'film_check' and 'scale', its warnings
-        what was assumed (also issued as :class:`RadiographWarning`)."""
+        what was assumed (also issued as :class:`RadiographWarning`). with_detections: return
+        (radiograph, the detector's boxes on its network image) instead."""
         import warnings as _warnings
 
         from . import filmcheck
         from .io.radiograph import RadiographWarning
 
         before = len(radiograph.warnings)
-        radiograph, _ = filmcheck.check_and_scale(radiograph, self.detector, self.options.pixel_spacing_mm,
-                                                  self.options.force)
+        radiograph, dets = filmcheck.check_and_scale(radiograph, self.detector, self.options.pixel_spacing_mm,
+                                                     self.options.force)
         for message in radiograph.warnings[before:]:
             _warnings.warn(f"{radiograph.path}: {message}" if radiograph.path else message,
                            RadiographWarning, stacklevel=3)
-        return radiograph
+        return (radiograph, dets) if with_detections else radiograph
+
+    def check_two_view_weights(self) -> None:
+        """InputError unless the loaded X2B weights read a PA and a lateral film (config views == 2)."""
+        if int(getattr(self.model, "config", {}).get("views", 1)) != 2:
+            raise InputError("these weights read one film; a lateral film needs two-view weights: train them "
+                             "with `x2br train --views 2` on a dataset built with --lateral",
+                             self.options.weights or DEFAULT_WEIGHTS)
 
     def model_info(self) -> dict:
         keys = ("name", "version", "encoder", "sha256", "code_commit", "image_size")
@@ -184,10 +220,8 @@ class Reconstructor:
         from .x2b.mise import extract_labels
         from .x2b.model import make_decode_fn
 
-        if lateral is not None and self.model.config.get("views", 1) != 2:
-            raise InputError("these weights read one film; a lateral film needs two-view weights: train them "
-                             "with `x2br train --views 2` on a dataset built with --lateral",
-                             self.options.weights or DEFAULT_WEIGHTS)
+        if lateral is not None:
+            self.check_two_view_weights()
         if (lateral is None) != (lateral_geometry is None):
             raise InputError("a lateral film needs its geometry (and a lateral geometry its film)")
         if lateral is not None and tuple(np.shape(lateral)[::-1]) != tuple(lateral_geometry.size_px):
@@ -214,20 +248,35 @@ class Reconstructor:
                               self.model_info())
 
     def reconstruct(self, radiograph: Radiograph | str | Path, progress=None) -> Reconstruction:
-        """progress: optional ``callback(fraction in [0, 1], message)`` called between stages."""
+        """progress: optional ``callback(fraction in [0, 1], message)`` called between stages.
+        With ``options.lateral``: the pair (X2BRLib.pair: read, checked, scaled, placed at this
+        film's isocentre) and the two-view network; every refusal comes before any output."""
+        from . import pair
+
         report = progress or (lambda fraction, message: None)
         t0 = time.perf_counter()
         if not isinstance(radiograph, Radiograph):
             radiograph = read_radiograph(radiograph, default_spacing_mm=None)
+        pair.check_main_film(radiograph)
         t_read = time.perf_counter()
-        radiograph = self.check_and_scale(radiograph)
+        radiograph, dets = self.check_and_scale(radiograph, with_detections=True)
         report(0.08, "scale: " + radiograph.meta["scale"]["status"])
         image, geom = to_network_input(radiograph, self.image_size)
+        lateral, extra = None, {}
+        if self.options.lateral is not None:
+            lateral = pair.prepare_lateral(radiograph, dets, self.options.lateral, self.detector, self.image_size,
+                                           view=self.options.lateral_view,
+                                           pixel_spacing_mm=self.options.lateral_pixel_spacing_mm,
+                                           force=self.options.force)
+            self.check_two_view_weights()
+            extra = {"lateral": lateral.image, "lateral_geometry": lateral.geometry}
+            report(0.09, f"lateral film read ({lateral.geometry.view}): " + lateral.record["spacing"]["from"])
         t1 = time.perf_counter()
         report(0.1, "film read and normalised; extracting the bone surfaces (MISE)")
         mise_end = 0.55 if self.refiner is not None else 0.85
         rec = self.reconstruct_image(image, geom, radiograph, progress=lambda f, m: report(
-            0.1 + (mise_end - 0.1) * f, m))
+            0.1 + (mise_end - 0.1) * f, m), **extra)
+        rec.lateral = lateral
         if self.refiner is not None:
             report(0.55, "X2B bones extracted; refining (detection, template, CPD)")
             rec = self.refiner.refine(rec, progress=report)
@@ -278,7 +327,9 @@ def write_outputs(rec: Reconstruction, outdir, overwrite: bool = False, meshes: 
 
     paths["preview"] = str(outputs.write_preview_png(targets[1], rec.image, rec.geometry, rec.labels_xyz,
                                                      rec.origin_lps_mm, rec.spacing_mm, overwrite=True,
-                                                     title=preview_title(rec.report())))
+                                                     title=preview_title(rec.report()),
+                                                     lateral=None if rec.lateral is None else (
+                                                         rec.lateral.image, rec.lateral.geometry)))
     t2 = time.perf_counter()
     rec.timings_s.update({"write_segmentation_and_meshes": t1 - t0, "write_preview": t2 - t1})
     report = rec.report()

@@ -155,4 +155,22 @@ def radiograph_input(volume_node, folder, dicom_file=None) -> FilmInput:
     return FilmInput(str(path), "volume")
 
 
-__all__ = ["FilmInput", "read_as_slicer_does", "compare_with_file", "dicom_with_spacing", "radiograph_input"]
+def check_lateral_volume(input_node, lateral_node) -> dict:
+    """The Slicer module's check of its optional "Lateral film" input: one 2D radiograph
+    (:func:`X2BRLib.scene.check_radiograph_volume`) that is not the radiograph itself. The pair
+    (views, patients, studies, scales) is checked by the command (:mod:`X2BRLib.pair`).
+    Returns the lateral's check record; raises InputError (a ValueError) with one line."""
+    from .errors import InputError
+    from .scene import check_radiograph_volume
+
+    if lateral_node is not None and input_node is not None and lateral_node.GetID() == input_node.GetID():
+        raise InputError(f"'{lateral_node.GetName()}' is picked as the radiograph and as the lateral film: "
+                         "pick the lateral (LL or RL) film of the same study, or none")
+    try:
+        return check_radiograph_volume(lateral_node)
+    except InputError as e:
+        raise InputError(f"lateral film: {e}") from None
+
+
+__all__ = ["FilmInput", "check_lateral_volume", "read_as_slicer_does", "compare_with_file", "dicom_with_spacing",
+           "radiograph_input"]

@@ -3,6 +3,7 @@
 The Slicer module never imports torch: it runs the same command a user can run,
 
     <python> -m X2BRLib.cli reconstruct <radiograph> -o <folder> --device D --quality Q --overwrite [--no-meshes | --refine]
+        [--lateral <lateral film> [--lateral-pixel-spacing MM]]
 
 with Slicer's Python (``PythonSlicer``), reads its output lines as they come
 (without blocking: a reader thread fills a queue that the caller drains from a
@@ -50,7 +51,8 @@ def library_root() -> Path:
 
 
 def reconstruct_command(python: str, radiograph, output_dir, device: str = "auto", quality: str = "default",
-                        weights=None, refine: bool = False, pixel_spacing=None) -> list[str]:
+                        weights=None, refine: bool = False, pixel_spacing=None, lateral=None,
+                        lateral_pixel_spacing=None) -> list[str]:
     """The ``x2br reconstruct`` command line for one radiograph (list of arguments, no shell).
 
     Replaces what is in output_dir (a folder the caller owns). Without refine it skips the STL
@@ -58,6 +60,8 @@ def reconstruct_command(python: str, radiograph, output_dir, device: str = "auto
     refinement's closed meshes, loaded as the segments' closed surfaces.
     pixel_spacing: (column, row) mm the user set in Slicer (``FilmInput.pixel_spacing_mm``), passed
     as ``--pixel-spacing``: the report says source 'user' and no estimate replaces it.
+    lateral: the lateral film of the same study (``--lateral``), its user-set spacing
+    ``lateral_pixel_spacing`` (``--lateral-pixel-spacing``), both optional.
     """
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
@@ -72,9 +76,20 @@ def reconstruct_command(python: str, radiograph, output_dir, device: str = "auto
     if refine:
         cmd.append("--refine")
     if pixel_spacing is not None:
-        sx, sy = (float(v) for v in pixel_spacing)
-        cmd += ["--pixel-spacing", f"{sx:.10g}" if sx == sy else f"{sx:.10g},{sy:.10g}"]
+        cmd += ["--pixel-spacing", _spacing_text(pixel_spacing)]
+    if lateral is not None:
+        cmd += ["--lateral", str(lateral)]
+        if lateral_pixel_spacing is not None:
+            cmd += ["--lateral-pixel-spacing", _spacing_text(lateral_pixel_spacing)]
+    elif lateral_pixel_spacing is not None:
+        raise ValueError("lateral_pixel_spacing needs a lateral film")
     return cmd
+
+
+def _spacing_text(spacing) -> str:
+    """(column, row) mm -> 'MM' (square pixels) or 'COLUMN,ROW'."""
+    sx, sy = (float(v) for v in spacing)
+    return f"{sx:.10g}" if sx == sy else f"{sx:.10g},{sy:.10g}"
 
 
 def subprocess_environment(base: dict | None = None) -> dict:

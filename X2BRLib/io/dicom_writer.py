@@ -2,9 +2,9 @@
 
 The geometry is recorded the way a DX modality does: ImagerPixelSpacing (at the
 detector), DistanceSourceToDetector, DistanceSourceToPatient (to the isocentre
-here), ViewPosition, PatientOrientation (columns toward the patient's left
-"L", rows toward the feet "F"), so ``read_radiograph`` recovers the same
-:class:`ProjectionGeometry`.
+here), ViewPosition (PA, AP, LL, RL), PatientOrientation (columns toward the patient's left
+"L" on a frontal film, toward the back "P" on an LL film and the front "A" on an RL film; rows
+toward the feet "F"), so ``read_radiograph`` recovers the same :class:`ProjectionGeometry`.
 """
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 
 
 def write_radiograph_dicom(path, image: np.ndarray, geometry: ProjectionGeometry, overwrite: bool = False,
-                           patient_name: str = "X2BR^Sample", description: str = "X2BR virtual chest film") -> Path:
+                           patient_name: str = "X2BR^Sample", description: str = "X2BR virtual chest film",
+                           patient_id: str = "X2BR-SAMPLE", study_uid: str | None = None) -> Path:
     """image: (H, W) float in [0, 1], bone bright -> 12-bit MONOCHROME2 DX. Atomic; refuses to
-    overwrite unless asked."""
+    overwrite unless asked. study_uid: the StudyInstanceUID (a new one when None; give the PA
+    film's to write its lateral into the same study)."""
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -41,13 +43,13 @@ def write_radiograph_dicom(path, image: np.ndarray, geometry: ProjectionGeometry
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     now = datetime.datetime.now()
     ds.SOPClassUID, ds.SOPInstanceUID = DX_FOR_PRESENTATION, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid or generate_uid(), generate_uid()
     ds.Modality, ds.PresentationIntentType = "DX", "FOR PRESENTATION"
-    ds.PatientName, ds.PatientID = patient_name, "X2BR-SAMPLE"
+    ds.PatientName, ds.PatientID = patient_name, patient_id
     ds.StudyDate = ds.SeriesDate = now.strftime("%Y%m%d")
     ds.SeriesDescription = description
     ds.BodyPartExamined, ds.ViewPosition = "CHEST", geometry.view
-    ds.PatientOrientation = ["L", "F"]
+    ds.PatientOrientation = [{"LL": "P", "RL": "A"}.get(geometry.view, "L"), "F"]
     ds.ImagerPixelSpacing = [f"{geometry.spacing_mm[1]:.6f}", f"{geometry.spacing_mm[0]:.6f}"]  # row, column
     ds.DistanceSourceToDetector = f"{geometry.sdd_mm:.3f}"
     ds.DistanceSourceToPatient = f"{geometry.sod_mm:.3f}"

@@ -200,21 +200,62 @@ def _front_render(lab: np.ndarray, spacing) -> np.ndarray:
 
 
 def write_preview_png(path, image, geometry, labels_xyz, origin_lps_mm, spacing_mm,
-                      overwrite: bool = False, title: str | None = None, max_points: int = 400000) -> Path:
+                      overwrite: bool = False, title: str | None = None, max_points: int = 400000,
+                      lateral=None) -> Path:
     """Two-panel PNG (:func:`preview_figure`): the film with the bones projected over it, and a
     shaded front view, under ``title`` (e.g. :func:`~X2BRLib.io.preview_text.preview_title`),
-    with a legend of the bone groups present."""
-    fig = preview_figure(image, geometry, labels_xyz, origin_lps_mm, spacing_mm, title, max_points)
+    with a legend of the bone groups present; with ``lateral`` = (image, geometry) of a lateral
+    film, a middle panel shows the bones projected on it."""
+    fig = preview_figure(image, geometry, labels_xyz, origin_lps_mm, spacing_mm, title, max_points, lateral)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), overwrite)
 
 
+def projected_overlay(shape_hw, geometry, labels_xyz, origin_lps_mm, spacing_mm, max_points: int = 400000):
+    """(H, W, 4) float32 RGBA: the voxel centres of each bone projected with ``geometry.project``
+    in the catalog colour (alpha 0.45 where a bone projects, gaps between voxel centres closed)."""
+    h, w = shape_hw
+    lab = np.asarray(labels_xyz)
+    spacing = np.asarray(spacing_mm, float)
+    idx = np.argwhere(lab > 0)
+    if len(idx) > max_points:
+        idx = idx[np.random.default_rng(0).choice(len(idx), max_points, replace=False)]
+    overlay = np.zeros((h, w, 4), np.float32)
+    if not len(idx):
+        return overlay
+    xyz = np.asarray(origin_lps_mm, float) + idx * spacing
+    uv, _ = geometry.project(xyz)
+    col = np.rint(uv).astype(np.int64)
+    ok = (col[:, 0] >= 0) & (col[:, 0] < w) & (col[:, 1] >= 0) & (col[:, 1] < h)
+    colours = np.zeros((256, 3), np.float32)
+    for value, bone in by_label().items():
+        colours[value] = bone.color_rgb
+    c = colours[lab[tuple(idx[ok].T)]]
+    acc = np.zeros((h, w, 3), np.float32)
+    cnt = np.zeros((h, w), np.float32)
+    np.add.at(acc, (col[ok, 1], col[ok, 0]), c)
+    np.add.at(cnt, (col[ok, 1], col[ok, 0]), 1.0)
+    m = cnt > 0
+    overlay[m, :3] = acc[m] / cnt[m, None]
+    overlay[m, 3] = 0.45
+    # close the gaps between projected voxel centres (a voxel covers ~footprint px)
+    footprint = spacing.max() * geometry.magnification / min(geometry.spacing_mm)
+    if footprint > 1 and m.any() and not m.all():
+        from scipy import ndimage
+
+        dist, (ri, ci) = ndimage.distance_transform_edt(~m, return_indices=True)
+        fill = (~m) & (dist <= 0.5 * footprint + 0.5)
+        overlay[fill] = overlay[ri[fill], ci[fill]]
+    return overlay
+
+
 def preview_figure(image, geometry, labels_xyz, origin_lps_mm, spacing_mm, title: str | None = None,
-                   max_points: int = 400000):
+                   max_points: int = 400000, lateral=None):
     """The matplotlib Figure of preview.png (no pyplot state).
 
     image: (H, W) film as shown to the network; geometry: its ProjectionGeometry
     (size_px == (W, H)); labels on the grid (origin, spacing). Voxel centres of
     each bone are projected with ``geometry.project`` and drawn in the catalog colour.
+    lateral: None or (image, geometry) of the pair's lateral film: a second film panel.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -222,48 +263,23 @@ def preview_figure(image, geometry, labels_xyz, origin_lps_mm, spacing_mm, title
 
     from .preview_text import bone_groups
 
-    img = np.asarray(image, np.float32)
     lab = np.asarray(labels_xyz)
     spacing = np.asarray(spacing_mm, float)
-    h, w = img.shape
-    idx = np.argwhere(lab > 0)
-    if len(idx) > max_points:
-        idx = idx[np.random.default_rng(0).choice(len(idx), max_points, replace=False)]
-    overlay = np.zeros((h, w, 4), np.float32)
-    if len(idx):
-        xyz = np.asarray(origin_lps_mm, float) + idx * spacing
-        uv, _ = geometry.project(xyz)
-        col = np.rint(uv).astype(np.int64)
-        ok = (col[:, 0] >= 0) & (col[:, 0] < w) & (col[:, 1] >= 0) & (col[:, 1] < h)
-        colours = np.zeros((256, 3), np.float32)
-        for value, bone in by_label().items():
-            colours[value] = bone.color_rgb
-        c = colours[lab[tuple(idx[ok].T)]]
-        acc = np.zeros((h, w, 3), np.float32)
-        cnt = np.zeros((h, w), np.float32)
-        np.add.at(acc, (col[ok, 1], col[ok, 0]), c)
-        np.add.at(cnt, (col[ok, 1], col[ok, 0]), 1.0)
-        m = cnt > 0
-        overlay[m, :3] = acc[m] / cnt[m, None]
-        overlay[m, 3] = 0.45
-        # close the gaps between projected voxel centres (a voxel covers ~footprint px)
-        footprint = spacing.max() * geometry.magnification / min(geometry.spacing_mm)
-        if footprint > 1 and m.any() and not m.all():
-            from scipy import ndimage
-
-            dist, (ri, ci) = ndimage.distance_transform_edt(~m, return_indices=True)
-            fill = (~m) & (dist <= 0.5 * footprint + 0.5)
-            overlay[fill] = overlay[ri[fill], ci[fill]]
-    fig = Figure(figsize=(10, 6.0), dpi=100)
+    films = [(np.asarray(image, np.float32), geometry, "radiograph + projected bones")]
+    if lateral is not None:
+        films.append((np.asarray(lateral[0], np.float32), lateral[1],
+                      f"lateral ({lateral[1].view}) + projected bones"))
+    fig = Figure(figsize=(10 + 5 * (len(films) - 1), 6.0), dpi=100)
     FigureCanvasAgg(fig)
-    ax0, ax1 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    ax0.imshow(img, cmap="gray", vmin=0, vmax=1)
-    ax0.imshow(overlay)
-    ax0.set_title("radiograph + projected bones")
+    axes = [fig.add_subplot(1, len(films) + 1, k + 1) for k in range(len(films) + 1)]
+    for ax, (img, geom, text) in zip(axes, films):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(projected_overlay(img.shape, geom, lab, origin_lps_mm, spacing, max_points))
+        ax.set_title(text)
     nx, _, nz = lab.shape
-    ax1.imshow(_front_render(lab, spacing), extent=(0, nx * spacing[0], 0, nz * spacing[2]))
-    ax1.set_title("3D reconstruction (front view)")
-    for ax in (ax0, ax1):
+    axes[-1].imshow(_front_render(lab, spacing), extent=(0, nx * spacing[0], 0, nz * spacing[2]))
+    axes[-1].set_title("3D reconstruction (front view)")
+    for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     if title:

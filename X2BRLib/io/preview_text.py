@@ -74,6 +74,8 @@ def preview_title(report: dict) -> str:
     first = f"{name}: {method}, {report.get('bones_found', '?')} of {len(anatomy.BONES)} bones"
     if meta.get("view"):
         first += f", {meta['view']} view"
+    if report.get("lateral"):
+        first += f" + lateral ({report['lateral'].get('view')})"
     second = scale_text(meta)
     n_warn = len(report.get("warnings") or [])
     if n_warn:

@@ -33,7 +33,7 @@ import numpy as np
 
 from X2BRLib.errors import InputError
 from X2BRLib.io.atomic import atomic_write
-from X2BRLib.geometry import DEFAULT_OBJECT_TO_DETECTOR_MM, ProjectionGeometry
+from X2BRLib.geometry import DEFAULT_OBJECT_TO_DETECTOR_MM, LATERAL_VIEWS, VIEWS, ProjectionGeometry
 from X2BRLib.imaging import NORMALISE_PERCENTILES
 
 DEFAULT_SPACING_MM = 0.143  # a common flat-panel detector pitch, used when the file gives none
@@ -45,6 +45,10 @@ _ITK_SUFFIXES = {".nrrd": "NRRD", ".nhdr": "NRRD", ".nii": "NIfTI", ".nii.gz": "
 _NOT_RADIOGRAPH_MODALITIES = {"CT", "MR", "PT", "NM", "US", "OCT", "SEG", "RTDOSE", "RTSTRUCT",
                               "RTPLAN", "RTIMAGE", "SR", "PR", "KO", "ECG", "REG"}
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's "L" conversion
+# DICOM ViewPosition values of a lateral film; LATERAL / LAT leave the side to PatientOrientation
+LATERAL_VIEW_POSITIONS = ("LL", "RL", "LATERAL", "LAT")
+# the column direction (PatientOrientation's first letter) each lateral view is displayed with
+LATERAL_COLUMNS = {"LL": "P", "RL": "A"}
 
 
 class RadiographWarning(UserWarning):
@@ -87,7 +91,8 @@ class _Notes(list):
 
 
 # ---------------------------------------------------------------------- public API
-def read_radiograph(path, default_spacing_mm: float = DEFAULT_SPACING_MM, view=None) -> Radiograph:
+def read_radiograph(path, default_spacing_mm: float = DEFAULT_SPACING_MM, view=None,
+                    default_view: str = "PA") -> Radiograph:
     """Read a radiograph file into a :class:`Radiograph` (see the module docstring).
 
     default_spacing_mm: detector pixel spacing used when the file has none (or an
@@ -96,8 +101,14 @@ def read_radiograph(path, default_spacing_mm: float = DEFAULT_SPACING_MM, view=N
         adds a warning and issues a :class:`SpacingWarning`. None: leave it to the caller
         (``X2BRLib.scale`` estimates it): no warning, ``meta["spacing_source"] = "none"``,
         ``meta["spacing_why"]`` says why, and the geometry holds DEFAULT_SPACING_MM as a placeholder.
-    view: 'PA' or 'AP' to override the file's ViewPosition (DICOM); when neither
-        is known PA is assumed, with a warning.
+    view: 'PA', 'AP', 'LL' or 'RL' to override the file's ViewPosition (DICOM); when neither
+        is known PA is assumed, with a warning. A lateral film (ViewPosition LL, RL, LATERAL or
+        LAT, or view 'LL' / 'RL') is displayed as :mod:`X2BRLib.geometry` says: columns toward the
+        patient's back (LL) or front (RL), flipped from its PatientOrientation when that runs the
+        other way (a note says so); LATERAL / LAT take the side from PatientOrientation
+        (``P\\F``: LL, ``A\\F``: RL), else LL with a note.
+    default_view: the view assumed (with a warning) when neither ``view`` nor the file gives
+        one: 'PA' for the film, 'LL' for the lateral of a pair.
 
     DICOM: the modality LUT (RescaleSlope/Intercept) and the VOI LUT or window are
     applied, MONOCHROME1 is inverted; spacing comes from ImagerPixelSpacing (detector
@@ -106,8 +117,9 @@ def read_radiograph(path, default_spacing_mm: float = DEFAULT_SPACING_MM, view=N
     from DistanceSourceToDetector - DistanceSourceToPatient.
     """
     p = Path(os.fspath(path))
-    if view is not None and str(view).upper() not in ("PA", "AP"):
-        raise InputError(f"view must be 'PA' or 'AP', got {view!r}", p)
+    for value in (view, default_view):
+        if value is not None and str(value).upper() not in VIEWS:
+            raise InputError(f"view must be one of {', '.join(VIEWS)}, got {value!r}", p)
     if default_spacing_mm is not None and _positive(default_spacing_mm) is None:
         raise InputError(f"default_spacing_mm must be a positive number, got {default_spacing_mm!r}")
     if not p.exists():
@@ -119,8 +131,11 @@ def read_radiograph(path, default_spacing_mm: float = DEFAULT_SPACING_MM, view=N
 
     notes, kind = _Notes(), _sniff(p)
     try:
-        reader = {"dicom": _read_dicom, "itk": _read_itk, "pillow": _read_pillow}[kind]
-        arr, info = reader(p, notes)
+        if kind == "dicom":
+            arr, info = _read_dicom(p, notes, None if view is None else str(view).upper(),
+                                    str(default_view).upper())
+        else:
+            arr, info = {"itk": _read_itk, "pillow": _read_pillow}[kind](p, notes)
     except InputError:
         raise
     except Exception as e:  # library errors: unreadable, truncated, undecodable
@@ -146,17 +161,19 @@ def read_radiograph(path, default_spacing_mm: float = DEFAULT_SPACING_MM, view=N
 
     if view is not None:
         v, v_src = str(view).upper(), "argument"
-    elif info.get("view") in ("PA", "AP"):
-        v, v_src = info["view"], "ViewPosition"
+    elif info.get("view") in VIEWS:
+        v, v_src = info["view"], info.get("view_source", "ViewPosition")
     else:
-        v, v_src = "PA", "default"
-        notes.add("view (PA/AP) unknown; assuming PA")
+        v, v_src = str(default_view).upper(), "default"
+        notes.add("view (PA/AP) unknown; assuming PA" if v == "PA" else
+                  f"view unknown; assuming {v}" + (" (the patient's left side on the detector, the back on the "
+                                                   "right of the image)" if v == "LL" else ""))
 
     sdd, otd = info.get("sdd_mm"), info.get("object_to_detector_mm")
     try:
         geom = ProjectionGeometry.chest(
             v, size_px=(image.shape[1], image.shape[0]), spacing_mm=spacing, sdd_mm=sdd,
-            object_to_detector_mm=otd if otd is not None else DEFAULT_OBJECT_TO_DETECTOR_MM)
+            object_to_detector_mm=otd if otd is not None or v in LATERAL_VIEWS else DEFAULT_OBJECT_TO_DETECTOR_MM)
     except ValueError as e:
         raise InputError(f"inconsistent acquisition geometry (SDD {sdd} mm, object-to-detector "
                          f"{otd} mm): {e}", p) from e
@@ -343,7 +360,7 @@ def _pair(ds, key):
 
 
 # ---------------------------------------------------------------------- readers
-def _read_dicom(p: Path, notes: _Notes):
+def _read_dicom(p: Path, notes: _Notes, view: str | None = None, default_view: str = "PA"):
     from X2BRLib.io.dicom_read import decode_pixels, display_values, read_dataset, transfer_syntax
 
     ds, file_meta_note = read_dataset(p)
@@ -374,7 +391,11 @@ def _read_dicom(p: Path, notes: _Notes):
     else:
         arr = display_values(ds, stored, meta, notes)
 
-    arr = _orient_dicom(arr, ds, meta, notes)
+    vp = str(ds.get("ViewPosition", "") or "").strip().upper()
+    meta["view_position"] = vp or None
+    lateral, lateral_source = _lateral_view(view, vp, ds, notes, default_view)
+    arr = _orient_dicom(arr, ds, meta, notes, lateral)
+    meta.update(_identity(ds))
     sdd, sod = _positive(ds.get("DistanceSourceToDetector")), _positive(ds.get("DistanceSourceToPatient"))
     both = bool(sdd and sod and sod < sdd)
     mag = sdd / sod if both else _positive(ds.get("EstimatedRadiographicMagnificationFactor"))
@@ -394,29 +415,78 @@ def _read_dicom(p: Path, notes: _Notes):
                       "unknown: used as the detector spacing, sizes may be off by ~5-10 %")
     elif "ImagerPixelSpacing" in ds or "PixelSpacing" in ds:
         info["spacing_why"] = "ImagerPixelSpacing/PixelSpacing is zero, negative or unreadable"
-    vp = str(ds.get("ViewPosition", "") or "").strip().upper()
-    meta["view_position"] = vp or None
-    if vp in ("PA", "AP"):
+    if lateral is not None and view is None:
+        if lateral_source is not None:
+            info.update(view=lateral, view_source=lateral_source)
+    elif vp in ("PA", "AP"):
         info["view"] = vp
-    elif vp:
+    elif vp and vp not in LATERAL_VIEW_POSITIONS:
         notes.add(f"ViewPosition {vp!r} is not PA or AP; X2BR expects a frontal chest film")
     return arr, info
 
 
-def _orient_dicom(arr, ds, meta, notes):
-    """Flip to columns -> patient's left, rows -> feet using PatientOrientation."""
+def _columns_letter(ds) -> str:
+    """The first letter of PatientOrientation's column direction ('' when absent)."""
+    po = [str(x).strip().upper() for x in (ds.get("PatientOrientation") or [])]
+    return po[0][:1] if len(po) == 2 else ""
+
+
+def _lateral_view(view, vp, ds, notes, default_view="PA") -> tuple[str | None, str | None]:
+    """(view, source) of a lateral film: the argument, else ViewPosition LL / RL, else for LATERAL /
+    LAT (or no ViewPosition when a lateral is expected) PatientOrientation's column direction
+    (``P``: LL, ``A``: RL), else LL (LATERAL / LAT, with a note) or nothing (the caller's default).
+    (None, None) for a frontal film."""
+    if view is not None:
+        return (view, "argument") if view in LATERAL_VIEWS else (None, None)
+    if vp in LATERAL_VIEWS:
+        return vp, "ViewPosition"
+    if vp in LATERAL_VIEW_POSITIONS or (not vp and default_view in LATERAL_VIEWS):
+        side = {"P": "LL", "A": "RL"}.get(_columns_letter(ds))
+        if side is not None:
+            return side, "PatientOrientation"
+        if vp:
+            notes.add(f"ViewPosition {vp} does not say which side was on the detector and "
+                      "PatientOrientation does not say which way the columns run: read as LL "
+                      "(patient's left on the detector, columns toward the back)")
+            return "LL", "default"
+        return default_view, None
+    return None, None
+
+
+IDENTITY_KEYS = ("patient_id_sha256", "study_uid_sha256")  # in meta for comparisons; never written out
+
+
+def _identity(ds) -> dict:
+    """Short SHA-256 digests of PatientID and StudyInstanceUID (to tell whether two films are of
+    one patient and one study); None when absent. Reports leave them out (IDENTITY_KEYS): an
+    unsalted digest of a short ID can be reversed by trying IDs."""
+    import hashlib
+
+    out = {}
+    for key, tag in (("patient_id_sha256", "PatientID"), ("study_uid_sha256", "StudyInstanceUID")):
+        value = str(ds.get(tag, "") or "").strip()
+        out[key] = hashlib.sha256(value.encode()).hexdigest()[:16] if value else None
+    return out
+
+
+def _orient_dicom(arr, ds, meta, notes, lateral=None):
+    """Flip to columns -> patient's left (a lateral film: toward the back for LL, the front for
+    RL), rows -> feet using PatientOrientation."""
     po = [str(x).strip().upper() for x in (ds.get("PatientOrientation") or [])]
     meta["patient_orientation"] = "\\".join(po) or None
     flips = []
-    if len(po) == 2 and po[0][:1] == "R":
+    away = "R" if lateral is None else {"P": "A", "A": "P"}[LATERAL_COLUMNS[lateral]]
+    if len(po) == 2 and po[0][:1] == away:
         arr = arr[:, ::-1]
         flips.append("columns")
     if len(po) == 2 and po[1][:1] == "H":
         arr = arr[::-1, :]
         flips.append("rows")
     if flips:
+        toward = "patient's left" if lateral is None else {"P": "back", "A": "front"}[LATERAL_COLUMNS[lateral]]
         notes.add(f"image flipped ({', '.join(flips)}) from PatientOrientation "
-                  f"{meta['patient_orientation']} to columns -> patient's left, rows -> feet")
+                  f"{meta['patient_orientation']} to columns -> {toward}, rows -> feet"
+                  + ("" if lateral is None else f" ({lateral} view)"))
     meta["flipped"] = flips
     return np.ascontiguousarray(arr)
 

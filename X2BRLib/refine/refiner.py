@@ -6,7 +6,9 @@ consistent bones.
 1. detect the bones on the film the network saw (:mod:`X2BRLib.detect`), unless
    detections are given;
 2. place the reference template bone by bone (:func:`X2BRLib.refine.fit.fit_template`:
-   boxes give position and size in the film plane, X2B gives depth);
+   boxes give position and size in the film plane, X2B gives depth); with a pair's lateral
+   film, the detector's confident boxes on it move each bone front to back
+   (:func:`X2BRLib.refine.lateral_fit.lateral_ap_shifts`);
 3. deform the placed template (source: it keeps its mesh topology) onto the X2B bone
    surfaces (target: marching-cubes vertices of each X2B bone) with label-aware
    geodesic CPD (:func:`X2BRLib.refine.cpd.deformable_cpd`: template rib n is pulled only
@@ -58,6 +60,9 @@ class RefineOptions:
     detect_conf: float = 0.25
     use_x2b: bool = True         # False: template-only (boxes + nominal depth, no CPD)
     register: bool = True        # False: placed template without CPD
+    use_lateral: bool = True     # a pair's lateral film: confident boxes on it set each bone's AP place
+    lateral_conf: float = 0.5    # (refine/lateral_fit.py; not measured yet: no two-view detector)
+    lateral_max_shift_mm: float = 30.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -169,6 +174,17 @@ class Refiner:
         report(0.6, f"{len(detections)} bones detected; placing the template")
         x2b = (rec.labels_xyz, rec.origin_lps_mm, rec.spacing_mm) if opt.use_x2b else None
         V, fits = fit_template(self.template, rec.geometry, detections, x2b, min_voxels=opt.min_voxels)
+        lateral_info = None
+        if getattr(rec, "lateral", None) is not None and opt.use_lateral:
+            from .lateral_fit import lateral_ap_shifts
+
+            lat_dets = self.detector.detect(rec.lateral.image, conf=min(opt.detect_conf, opt.lateral_conf))
+            V, moved = lateral_ap_shifts(V, self.template.vertex_labels, rec.lateral.geometry, lat_dets,
+                                         opt.lateral_conf, opt.lateral_max_shift_mm)
+            V = V.astype(np.float32)
+            lateral_info = {"n_detections": len(lat_dets), "bones_moved": len(moved),
+                            "moves": {anatomy.bone(b).name: m for b, m in moved.items()},
+                            "detections": [d.to_dict() if hasattr(d, "to_dict") else dict(d) for d in lat_dets]}
         # a bone neither detected nor reconstructed is left out, not invented from the template
         dropped = [f.name for f in fits if f.used == "global"]
         tmpl = _subset(self.template.copy_with_vertices(V), [f.label for f in fits if f.used != "global"])
@@ -205,7 +221,7 @@ class Refiner:
                                                                     else "template_only"),
             "options": opt.to_dict(), "n_detections": len(detections),
             "detections": [d.to_dict() if hasattr(d, "to_dict") else dict(d) for d in detections],
-            "fits": [f.to_dict() for f in fits], "cpd": cpd_info, "bones_left_out": dropped,
+            "fits": [f.to_dict() for f in fits], "cpd": cpd_info, "bones_left_out": dropped, "lateral": lateral_info,
             "voxels_outside_largest_piece": specks,
             "template": {k: v for k, v in getattr(self.template, "meta", {}).items()
                          if k in ("name", "version", "sha256", "source", "licence", "n_vertices")},
