@@ -15,7 +15,7 @@ training) with X2BRLib.metrics, as evaluate does:
 Part 2, the template of the refinement (``--templates``): ``template_only`` (boxes + template at the
 nominal depth, no X2B, no CPD; refine.refiner) with templates built from different patients
 (``scripts/make_template.py --prepared``), and ``per_film``: on each film the template whose
-projected bone-box layout fits the film's boxes best (``template_layout_residual``). Boxes: the
+projected bone-box layout fits the film's boxes best (``template_layout_residual`` here). Boxes: the
 detector's (``--boxes detector``) or the dataset's ground-truth boxes (``--boxes oracle``).
 
     python bench/bench_cohort_baselines.py --data FOLD [--max-cases 8] \
@@ -126,7 +126,6 @@ def template_part(root: Path, test_files, voxel: float, templates: dict, boxes_m
     from X2BRLib.geometry import ProjectionGeometry
     from X2BRLib.pipeline import Reconstruction
     from X2BRLib.refine.refiner import RefineOptions, Refiner
-    from X2BRLib.refine.select import template_layout_residual
     from X2BRLib.refine.template import SkeletonTemplate
     from X2BRLib.x2b.evaluate import _detections_from_boxes
 
@@ -156,6 +155,32 @@ def template_part(root: Path, test_files, voxel: float, templates: dict, boxes_m
         res["template_only[per_film]"] = (score(lambda i, _n: cache[(i, chosen[i])], root, test_files, voxel),
                                           "chose " + ", ".join(f"{n} {chosen.count(n)}" for n in tpls if chosen.count(n)))
         print_table(f"template_only, {mode} boxes, {len(films)} test films ({time.perf_counter() - t0:.0f} s)", res)
+
+
+def template_layout_residual(template, geometry, detections) -> float:
+    """How well a template's bone-box layout fits a film's boxes: the template at the film's
+    isocentre, each bone's vertices projected to a 2D box, one least-squares scale ``s`` and
+    shift on the box centres (weighted by box size, as refine.fit.fit_template's global step);
+    the weighted RMS, in film pixels, of the centres' residual and the sizes' (detected -
+    ``s`` x template), over the bones both have (inf with fewer than 3).
+    detections: objects with ``label`` and ``box_px``."""
+    from X2BRLib.refine.fit import _centre, _global_similarity, _size, projected_box
+
+    V = np.asarray(template.vertices, np.float64) + np.asarray(geometry.isocenter_lps_mm)[None]
+    labels = np.asarray(template.vertex_labels)
+    dets = {int(d.label): d for d in detections or ()}
+    both = [b for b in np.unique(labels) if int(b) in dets]
+    if len(both) < 3:
+        return float("inf")
+    tpl = np.stack([projected_box(geometry, V[labels == b]) for b in both])
+    det = np.stack([np.asarray(dets[int(b)].box_px, float) for b in both])
+    w = np.array([np.sqrt(np.prod(_size(d))) for d in det])
+    src, dst = np.stack([_centre(t) for t in tpl]), np.stack([_centre(d) for d in det])
+    s, t = _global_similarity(src, dst, w)
+    r_centre = dst - (s * src + t)
+    r_size = np.stack([_size(d) for d in det]) - s * np.stack([_size(t_) for t_ in tpl])
+    r2 = (r_centre ** 2).sum(1) + (r_size ** 2).sum(1)
+    return float(np.sqrt((w * r2).sum() / w.sum()))
 
 
 def main(argv=None) -> int:

@@ -7,9 +7,10 @@ as every film is: the voxels most cases call bone, as many as the cases' mean bo
 volume (the bone-vote map thresholded at the level whose voxel count is nearest it),
 each taking the bone label most cases give it. It shows what the network gains over
 knowing only where a chest usually is. A majority vote (the rule before) keeps almost
-nothing across patients (ribs of different people do not overlap): all-bone IoU 0.01,
-Chamfer 42 mm on the v5 folds. Measured against one training patient's skeleton
-instead: bench/bench_cohort_baselines.py, docs/DECISIONS.md ("Cross-patient baseline").
+nothing across patients (ribs of different people do not overlap): all-bone IoU 0.0175 and
+0.0065, Chamfer 42.3 and 42.9 mm on the v5 folds; on two small folds this rule scores 0.0778 and
+0.1367, Chamfer 15.3 and 14.8 mm, above one training patient's skeleton (the medoid: 0.0614
+and 0.1010): bench/bench_cohort_baselines.py, docs/DECISIONS.md ("Cross-patient baseline").
 
 Report keys (stable): ``split``, ``n_cases``, ``voxel_mm``, ``model``,
 ``methods.<method>.mean.<metric>`` / ``.std.<metric>`` / ``.count.<metric>``
