@@ -58,3 +58,46 @@ def test_every_kept_voxel_takes_the_bone_most_cases_give_it(tmp_path):
         other = (stack == (26 - label)).sum(0)  # the other bone's votes
         kept = skel == label
         assert kept.any() and (votes_for[kept] >= other[kept]).all()
+
+
+def _script(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _films_of_layout(prior, factor, n):
+    """n cases whose ground-truth boxes are the shipped prior's bones, ``factor`` x its size,
+    on a PA film: (boxes (K, 5) px, geometry, None) as scripts/build_scale_prior.py makes them."""
+    from X2BRLib.geometry import ProjectionGeometry
+
+    geom = ProjectionGeometry.chest("PA", size_px=(256, 256))
+    px_per_mm = geom.magnification / np.array(geom.spacing_mm)
+    c0 = np.array([(geom.width - 1) / 2.0, (geom.height - 1) / 2.0])
+    boxes = []
+    for lab, c, s in zip(prior["labels"], prior["centre_mm"], prior["size_mm"]):
+        centre = c0 + factor * np.asarray(c) * px_per_mm
+        half = factor * np.asarray(s) * px_per_mm / 2
+        boxes.append([lab, *(centre - half), *(centre + half)])
+    return [(np.array(boxes), geom, None)] * n
+
+
+def test_a_prior_of_several_patients_weighs_each_patient_the_same_and_scales_estimates_by_its_size():
+    from X2BRLib import scale
+
+    bsp = _script("build_scale_prior")
+    shipped = scale.load_prior()
+    small, large = _films_of_layout(shipped, 1.0, 3), _films_of_layout(shipped, 1.2, 1)
+    alone = bsp.build_prior({"small": small}, {"name": "one"})
+    both = bsp.build_prior({"small": small, "large": large}, {"name": "two"})
+    assert np.allclose(alone["centre_mm"], shipped["centre_mm"], atol=0.01)
+    # three cases of one and one of the other still make the mean of the two patients
+    assert np.allclose(both["centre_mm"], 1.1 * np.asarray(shipped["centre_mm"]), atol=0.01)
+    assert np.allclose(bsp.estimate_ratios(small, alone), 1.0, atol=1e-3)
+    assert np.allclose(bsp.estimate_ratios(small, both), 1.1, atol=1e-3)
+    assert np.allclose(bsp.estimate_ratios(large, both), 1.1 / 1.2, atol=1e-3)

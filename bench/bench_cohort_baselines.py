@@ -152,8 +152,8 @@ def template_part(root: Path, test_files, voxel: float, templates: dict, boxes_m
             chosen.append(min(resid, key=resid.get))
         res = {f"template_only[{n}]": (score(lambda i, _n, n=n: cache[(i, n)], root, test_files, voxel), "")
                for n in tpls}
-        res["template_only[per_film]"] = (score(lambda i, _n: cache[(i, chosen[i])], root, test_files, voxel),
-                                          "chose " + ", ".join(f"{n} {chosen.count(n)}" for n in tpls if chosen.count(n)))
+        picks = "chose " + ", ".join(f"{n} {chosen.count(n)}" for n in tpls if chosen.count(n))
+        res["template_only[per_film]"] = (score(lambda i, _n: cache[(i, chosen[i])], root, test_files, voxel), picks)
         print_table(f"template_only, {mode} boxes, {len(films)} test films ({time.perf_counter() - t0:.0f} s)", res)
 
 

@@ -91,7 +91,7 @@ def build_prior(cases_by_patient: dict, record: dict) -> dict:
     patient's mean (every patient weighs the same), for bones in at least half of every patient's
     cases, centred on the mean of the bone centres; its calibration: the estimate on every case's
     own boxes against the truth. record: fields written as they are (name, sources, ...)."""
-    from X2BRLib import anatomy, scale
+    from X2BRLib import anatomy
 
     per = {p: layout(c) for p, c in cases_by_patient.items()}
     labels = sorted(set.intersection(*[{l_ for l_, v in lay.items() if v[0] >= len(cases_by_patient[p]) // 2}
@@ -175,8 +175,9 @@ def main(argv=None) -> int:
     prior = build_prior(cases, record)
     scale.load_prior.cache_clear()
     atomic_write_text(Path(args.output), json.dumps(prior, indent=1) + "\n")
-    print(json.dumps({"output": args.output, "bones": len(prior["labels"]), "rib_cage_width_mm": prior["rib_cage_width_mm"],
-                      **prior["calibration"], "seconds": round(time.perf_counter() - t0, 1)}))
+    print(json.dumps({"output": args.output, "bones": len(prior["labels"]),
+                      "rib_cage_width_mm": prior["rib_cage_width_mm"], **prior["calibration"],
+                      "seconds": round(time.perf_counter() - t0, 1)}))
     return 0
 
 
