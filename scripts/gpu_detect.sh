@@ -7,7 +7,8 @@
 #   bash scripts/gpu_detect.sh finish  OUT  # last epochs, export (+ val/test mAP), test report, GPU timings
 # Every stage installs first when needed (a fresh machine loses .pydeps/, data/ and runs/).
 # Env: EPOCHS (150; fixed for the run: it sets the LR schedule), BATCH (64), BUDGET_S (560),
-# MINUTES (finish: training minutes, 3.0), X2BR_CODE_COMMIT (recorded in model.json when the
+# MINUTES (finish: training minutes, 3.0), RUN and DS (run and dataset folders), INIT (fine-tune from these
+# weights, e.g. Resources/Models/yolo, instead of from scratch), X2BR_CODE_COMMIT (recorded in model.json when the
 # copy on the GPU machine has no .git).
 # If the machine was recycled between calls, copy OUT/run back to runs/yolo_v9t locally and carry
 # it (carry: [".whl", "runs/yolo_v9t"]); data/ds2 is rebuilt identically (deterministic seeds).
@@ -15,8 +16,8 @@ set -uo pipefail
 STAGE=$1; OUT=${2:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 YOLO_OFFLINE=1 PYTHONPATH=$PWD/.pydeps${PYTHONPATH:+:$PYTHONPATH}
-RUN=runs/yolo_v9t
-DS=data/ds2
+RUN=${RUN:-runs/yolo_v9t}
+DS=${DS:-data/ds2}
 
 install() {
   python3 -c "import ultralytics" 2>/dev/null && return 0
@@ -44,7 +45,7 @@ train() {  # $1: minutes
   [ -f $RUN/weights/last.pt ] && finished && { echo "training already finished"; return 0; }
   resume=""; [ -f $RUN/weights/last.pt ] && resume="--resume"
   python3 -m X2BRLib.detect.train train --data $DS -o $RUN --variant yolov9t --epochs ${EPOCHS:-150} \
-    --imgsz 256 --batch ${BATCH:-64} --workers 14 --device cuda --cache ram --max-minutes "$1" $resume \
+    --imgsz 256 --batch ${BATCH:-64} --workers 14 --device cuda --cache ram --max-minutes "$1" $resume ${INIT:+--init-weights $INIT} \
     2>&1 | grep -v -i warning | grep -E "^\{|x2br|Error|error|epochs completed" | tail -6
   rm -rf $OUT/run; mkdir -p $OUT/run; cp -r $RUN/weights $RUN/results.csv $RUN/args.yaml $OUT/run/ 2>/dev/null
   tail -3 $RUN/results.csv

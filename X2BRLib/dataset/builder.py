@@ -13,6 +13,15 @@ Case keys: ``image`` (H, W) float16 [0, 1] bone bright; ``geometry`` JSON of the
 (label, u0, v0, u1, v1 in px); ``params`` JSON of the variation and film;
 ``patient`` the name of the CT the case was made from.
 
+With ``lateral`` (``x2br build-dataset --lateral``) each case also holds a lateral film of the
+same virtual patient (lateral.py): ``image_lat`` (H, W) float16; ``geometry_lat`` JSON of the
+geometry the network is given (without the between-exposure error); ``boxes_lat`` (K, 5)
+from the geometry the film was rendered with; ``params`` gains ``film_lat`` and
+``lat_error`` (``offset_si_mm``, ``magnification``; zero error on test cases). The YOLO
+export gets ``case_XXXXX_lat.png`` and its labels; the manifest ``"lateral": true``. The
+lateral draws use their own stream ``[seed, SPLIT_ID[s], i, 2]``: the PA film, points and
+labels of a case are the same with and without ``lateral``.
+
 Several patients (labelled CTs): case ``i`` of a split comes from the split's
 patients in turn, ``patients[i % n]`` (names sorted), so cases spread evenly over
 them. ``test_patients`` are held out at the patient level: their cases go to the
@@ -46,7 +55,7 @@ from ..io.ct import LabelledCT
 from .film import default_film, develop, sample_film
 from .virtual import AnatomySource, identity_variation, sample_variation
 
-DATASET_VERSION = 2  # 2: DRR integrates the whole body (no clipping at the detector plane)
+DATASET_VERSION = 3  # 2: DRR integrates the whole body (no clipping at the detector plane); 3: clinical film model
 SPLIT_ID = {"train": 0, "val": 1, "test": 2}
 
 
@@ -70,6 +79,7 @@ class BuildConfig:
     test_patients: tuple = ()  # patients whose cases go to the test split only
     part: tuple = (0, 1)  # (k, n): build only cases whose index % n == k (n processes, e.g. one per GPU)
     blend: float = 0.0    # probability that a train/val case moves toward another patient (blend.py)
+    lateral: bool = False  # also render each case's lateral film (lateral.py)
 
 
 def case_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -120,6 +130,9 @@ def make_case(src: AnatomySource, cfg: BuildConfig, split: str, index: int, clea
     plab = src.sample_labels(src.warp(pts_t - iso, params)).cpu().numpy()
     boxes = bone_boxes(gt_np, origin, spacing, geom)
     t_end = time.perf_counter()
+    lat, lat_params = _lateral(cfg, split, index, clean, mu, ijk_to_lps, gt_np, origin, spacing, dev) \
+        if cfg.lateral else ({}, {})
+    t_lat = time.perf_counter()
     return {
         "image": image.astype(np.float16),
         "geometry": np.array(geom.to_json()),
@@ -130,11 +143,30 @@ def make_case(src: AnatomySource, cfg: BuildConfig, split: str, index: int, clea
         "boxes": boxes,
         "params": np.array(json.dumps({"anatomy": params.to_dict(), "film": film.to_dict(),
                                        "held_out": bool(held_out), "source": src.name,
-                                       "split": split, "index": index})),
+                                       "split": split, "index": index, **lat_params})),
         "patient": np.array(src.name),
         "timings": np.array(json.dumps({"warp_s": t_warp - t0, "drr_s": t_drr - t_warp,
-                                        "rest_s": t_end - t_drr})),
+                                        "rest_s": t_end - t_drr,
+                                        **({"lateral_s": t_lat - t_end} if cfg.lateral else {})})),
+        **lat,
     }
+
+
+def _lateral(cfg: BuildConfig, split: str, index: int, clean: bool, mu, ijk_to_lps, gt_np, origin, spacing,
+             dev) -> tuple[dict, dict]:
+    """The lateral film of a case from its warped volume: (npz keys, params keys); see lateral.py."""
+    from .lateral import rendering_geometry, sample_lateral
+
+    rng = np.random.default_rng([cfg.seed, SPLIT_ID[split], index, 2])
+    film, error = sample_lateral(rng, with_error=split != "test", clean=clean)
+    assumed = film.geometry((cfg.image_size, cfg.image_size))
+    real = rendering_geometry(assumed, error["offset_si_mm"], error["magnification"])
+    L = render_drr(mu, ijk_to_lps, real, step_mm=cfg.drr_step_mm, device=dev,
+                   clip_to_detector=False)[0].cpu().numpy()
+    keys = {"image_lat": develop(L, film).astype(np.float16),
+            "geometry_lat": np.array(assumed.to_json()),
+            "boxes_lat": bone_boxes(gt_np, origin, spacing, real)}
+    return keys, {"film_lat": film.to_dict(), "lat_error": error}
 
 
 def warped_volumes(src: AnatomySource, geom: ProjectionGeometry, params, voxel_mm: float):
@@ -220,12 +252,12 @@ def save_case(path: Path, case: dict) -> None:
     atomic_write(path, lambda tmp: np.savez_compressed(tmp, **case), overwrite=True, suffix=".npz")
 
 
-def case_is_complete(path: Path) -> bool:
+def case_is_complete(path: Path, lateral: bool = False) -> bool:
     if not path.exists():
         return False
     try:
         with np.load(path) as z:
-            return "gt_labels" in z.files and "image" in z.files
+            return "gt_labels" in z.files and "image" in z.files and (not lateral or "image_lat" in z.files)
     except Exception:
         return False
 
@@ -319,6 +351,8 @@ def _work(job):
     root = Path(cfg.out)
     case = make_case(_source(patient), cfg, split, index)
     write_yolo(root, split, name, case["image"].astype(np.float32), case["boxes"])
+    if cfg.lateral:
+        write_yolo(root, split, f"{name}_lat", case["image_lat"].astype(np.float32), case["boxes_lat"])
     save_case(root / split / f"{name}.npz", case)
     return split, name, json.loads(str(case["timings"]))
 
@@ -346,7 +380,8 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
                 "n_points": cfg.n_points, "surface_sigma_mm": cfg.surface_sigma_mm, "seed": cfg.seed,
                 "drr_step_mm": cfg.drr_step_mm, "patients": sorted(sources),
                 "test_patients": sorted(set(cfg.test_patients)),
-                **({"blend": cfg.blend} if cfg.blend > 0 else {})}
+                **({"blend": cfg.blend} if cfg.blend > 0 else {}),
+                **({"lateral": True} if cfg.lateral else {})}
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         if old.get("derived_from"):
@@ -357,6 +392,8 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
         clash = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if old.get("blend", 0) != cfg.blend:
             clash["blend"] = (old.get("blend", 0), cfg.blend)
+        if bool(old.get("lateral", False)) != cfg.lateral:
+            clash["lateral"] = (bool(old.get("lateral", False)), cfg.lateral)
         if clash:
             raise ValueError(f"{root} holds a dataset built with other settings {clash}; "
                              "choose another output folder")
@@ -364,7 +401,7 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
         if cfg.blend > 0 and len(sources) > 1 else {}
     k, n_parts = cfg.part
     jobs = [(cfg, s, i, assignment[s][i]) for s, n in cfg.counts.items() for i in range(n)
-            if i % n_parts == k and not case_is_complete(root / s / f"case_{i:05d}.npz")]
+            if i % n_parts == k and not case_is_complete(root / s / f"case_{i:05d}.npz", cfg.lateral)]
     total = sum(cfg.counts.values())
     log(f"x2br build-dataset: {total - len(jobs)} of {total} cases already built, {len(jobs)} to go "
         f"({cfg.workers} worker(s), device {cfg.device})")

@@ -7,6 +7,11 @@ transform ``-log(I / I0)``. Post-processing (each documented range in
 adaptive histogram equalisation, p = 0.5), unsharp masking (p = 0.5), then the
 same robust normalisation as :func:`X2BRLib.imaging.robust_normalise` that the
 radiograph reader applies to real films.
+
+Clinical film model (``clinical``, :mod:`.clinical`; drawn for a share
+``CLINICAL_PROBABILITY`` of sampled films): body outside the CT's crop, arms,
+breast shadows, ECG leads and tubes, heel effect on the line integrals; vendor
+multi-scale processing, collimation and burnt-in markers on the image.
 """
 from __future__ import annotations
 
@@ -14,13 +19,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..geometry import ProjectionGeometry
+from ..geometry import LATERAL_VIEWS, ProjectionGeometry
 from ..imaging import robust_normalise
 
 FILM_RANGES = {
     "pa_probability": 0.7,
-    "sdd_mm": {"PA": (1500.0, 2000.0), "AP": (900.0, 1200.0)},
+    "sdd_mm": {"PA": (1500.0, 2000.0), "AP": (900.0, 1200.0), "LL": (1500.0, 2000.0), "RL": (1500.0, 2000.0)},
     "object_to_detector_mm": (90.0, 160.0),
+    "lateral_object_to_detector_mm": (140.0, 200.0),  # LL, RL: isocentre about half a chest width away
     "photons": (2e3, 3e4),        # I0 per pixel, quantum noise
     "electronic_noise": (0.0, 3.0),
     "gamma": (0.7, 1.4),
@@ -42,6 +48,7 @@ class FilmParams:
     unsharp_amount: float | None
     unsharp_sigma_px: float
     noise_seed: int
+    clinical: dict | None = None  # clinical.ClinicalParams.to_dict(); None: a plain DRR film
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,13 +59,21 @@ class FilmParams:
 
 
 def sample_film(rng: np.random.Generator, view: str | None = None) -> FilmParams:
+    """A film drawn from FILM_RANGES, then the clinical model (``_sample_clinical``)."""
+    film = _sample_plain(rng, view)
+    film.clinical = _sample_clinical(film)
+    return film
+
+
+def _sample_plain(rng: np.random.Generator, view: str | None = None) -> FilmParams:
     r = FILM_RANGES
     if view is None:
         view = "PA" if rng.uniform() < r["pa_probability"] else "AP"
     return FilmParams(
         view=view,
         sdd_mm=float(rng.uniform(*r["sdd_mm"][view])),
-        object_to_detector_mm=float(rng.uniform(*r["object_to_detector_mm"])),
+        object_to_detector_mm=float(rng.uniform(*r["lateral_object_to_detector_mm" if view in LATERAL_VIEWS
+                                                     else "object_to_detector_mm"])),
         photons=float(np.exp(rng.uniform(*np.log(r["photons"])))),
         electronic_noise=float(rng.uniform(*r["electronic_noise"])),
         gamma=float(rng.uniform(*r["gamma"])),
@@ -69,11 +84,21 @@ def sample_film(rng: np.random.Generator, view: str | None = None) -> FilmParams
     )
 
 
+def _sample_clinical(film: FilmParams) -> dict | None:
+    """The clinical effects, from a stream of the film's own noise seed (the case's other draws
+    stay what they were)."""
+    from .clinical import CLINICAL_PROBABILITY, sample_clinical
+
+    rng = np.random.default_rng([film.noise_seed, 1])
+    return sample_clinical(rng, film.view).to_dict() if rng.uniform() < CLINICAL_PROBABILITY else None
+
+
 def default_film(view: str = "PA") -> FilmParams:
     """A clean film: default distances, high dose, no post-processing."""
-    from ..geometry import DEFAULT_OBJECT_TO_DETECTOR_MM, DEFAULT_SDD_MM
+    from ..geometry import DEFAULT_LATERAL_OBJECT_TO_DETECTOR_MM, DEFAULT_OBJECT_TO_DETECTOR_MM, DEFAULT_SDD_MM
 
-    return FilmParams(view, DEFAULT_SDD_MM[view], DEFAULT_OBJECT_TO_DETECTOR_MM, 1e5, 0.0, 1.0, None, None, 1.0, 0)
+    odd = DEFAULT_LATERAL_OBJECT_TO_DETECTOR_MM if view in LATERAL_VIEWS else DEFAULT_OBJECT_TO_DETECTOR_MM
+    return FilmParams(view, DEFAULT_SDD_MM[view], odd, 1e5, 0.0, 1.0, None, None, 1.0, 0)
 
 
 def develop(line_integral: np.ndarray, film: FilmParams) -> np.ndarray:
@@ -83,9 +108,17 @@ def develop(line_integral: np.ndarray, film: FilmParams) -> np.ndarray:
 
     rng = np.random.default_rng(film.noise_seed)
     L = np.asarray(line_integral, np.float64)
-    counts = rng.poisson(film.photons * np.exp(-L)).astype(np.float64)
+    clin = None
+    if film.clinical:
+        from . import clinical
+
+        clin = clinical.ClinicalParams.from_dict(film.clinical)
+        geom = film.geometry((L.shape[1], L.shape[0]))
+        L = clinical.attenuate(L, clin, film.view, min(geom.spacing_mm) / geom.magnification)
+    photons = film.photons * (clin.dose["gain"] if clin is not None and clin.dose else 1.0)
+    counts = rng.poisson(photons * np.exp(-L)).astype(np.float64)
     counts += rng.normal(0.0, film.electronic_noise, L.shape)
-    img = -np.log(np.maximum(counts, 0.5) / film.photons)
+    img = -np.log(np.maximum(counts, 0.5) / photons)
     img = robust_normalise(img)
     img = img ** film.gamma
     if film.clahe_clip is not None:
@@ -93,4 +126,6 @@ def develop(line_integral: np.ndarray, film: FilmParams) -> np.ndarray:
     if film.unsharp_amount is not None:
         blur = ndimage.gaussian_filter(img, film.unsharp_sigma_px)
         img = img + film.unsharp_amount * (img - blur)
+    if clin is not None:
+        img = clinical.finish(robust_normalise(img), clin, L)
     return robust_normalise(img)

@@ -123,6 +123,7 @@ def add_commands(sub) -> None:
 
     from .train import add_train_args
 
-    s = sub.add_parser("train-detector", help="train the YOLOv9 bone detector from scratch on a dataset's boxes")
+    s = sub.add_parser("train-detector", help="train the YOLOv9 bone detector on a dataset's boxes (from scratch, or "
+                                                "fine-tune with --init-weights)")
     add_train_args(s)
     s.set_defaults(func=cmd_train_detector)

@@ -184,7 +184,7 @@ class Detector:
     def __init__(self, weights=None, device="auto"):
         import torch
 
-        from ..pipeline import resolve_device
+        from ..devices import resolve_device
 
         pt, js = weight_paths(weights if weights is not None else DEFAULT_WEIGHTS)
         t0 = time.perf_counter()

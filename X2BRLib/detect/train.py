@@ -1,6 +1,7 @@
 """Train, export and evaluate the YOLOv9 bone detector (ultralytics, from scratch, offline).
 
     python -m X2BRLib.detect.train train --data DS --out RUN [--epochs 120] [--max-minutes 9] [--resume]
+        [--init-weights Resources/Models/yolo]   (fine-tune from shipped weights instead of from scratch)
     python -m X2BRLib.detect.train export --run RUN -o Resources/Models/yolo [--data DS] [--overwrite]
     python -m X2BRLib.detect.train evaluate --weights Resources/Models/yolo --data DS [--split test]
 
@@ -133,12 +134,43 @@ def _time_budget_callback(max_minutes: float, state: dict):
     return on_fit_epoch_end
 
 
+def load_init_weights(weights, variant: str):
+    """Weights to fine-tune from -> (an unfused fp32 DetectionModel, a record of where it came from).
+
+    weights: shipped weights (folder / model.pt / model.json: checksum and catalog verified, as
+    the Detector loads them) or an ultralytics checkpoint (a run's best.pt / last.pt, read
+    without running pickled code). The architecture must be ``variant``'s."""
+    import torch
+
+    from .detector import read_record
+
+    pt, js = weight_paths(weights)
+    if js.is_file():
+        card = read_record(pt)
+        if card["variant"] != variant:
+            raise InputError(f"--init-weights hold a {card['variant']} detector; pass --variant {card['variant']}", pt)
+        model = build_model(card["variant"], int(card["nc"]))
+        model.load_state_dict(torch.load(pt, map_location="cpu", weights_only=True))
+        return model.float(), {"path": str(pt), "sha256": card["sha256"], "format": card["format"]}
+    if not pt.is_file():
+        raise InputError("--init-weights not found (shipped weights folder, model.pt + model.json, or a run's best.pt)",
+                         weights)
+    ck = load_checkpoint(pt)
+    net = ck.get("ema") or ck.get("model")
+    have = Path(str((getattr(net, "yaml", None) or {}).get("yaml_file", ""))).stem
+    if net is None or (have and have != variant):
+        raise InputError(f"--init-weights: not an ultralytics {variant} detection checkpoint", pt)
+    return net.float(), {"path": str(pt), "format": "ultralytics checkpoint"}
+
+
 def train_detector(data_yaml, out_dir, variant: str = "yolov9t", epochs: int = 120, imgsz: int = 256,
                    batch: int = 64, device: str = "auto", workers: int = 8, resume: bool = False,
                    max_minutes: float | None = None, seed: int = 0, cache=False, patience: int = 50,
-                   **overrides) -> dict:
-    """Train YOLOv9 from scratch on the dataset's YOLO boxes into ``out_dir`` (ultralytics run layout:
-    weights/last.pt, weights/best.pt, results.csv, args.yaml).
+                   init_weights=None, **overrides) -> dict:
+    """Train YOLOv9 on the dataset's YOLO boxes into ``out_dir`` (ultralytics run layout:
+    weights/last.pt, weights/best.pt, results.csv, args.yaml), from scratch or, with
+    ``init_weights`` (see :func:`load_init_weights`), fine-tuning those weights (recorded in
+    out_dir/init_weights.json, and by ``export_detector`` in the shipped record).
 
     resume: continue from out_dir/weights/last.pt (same arguments as the first call; imgsz,
     batch, device and workers may change). max_minutes: stop after the last epoch that fits
@@ -163,8 +195,16 @@ def train_detector(data_yaml, out_dir, variant: str = "yolov9t", epochs: int = 1
         args = dict(resume=str(last), imgsz=imgsz, batch=batch, device=_device_arg(device), workers=workers)
     else:
         model = YOLO(str(variant_yaml(variant)))
+        if init_weights is not None:
+            from ..io.atomic import atomic_write_text
+
+            net, source = load_init_weights(init_weights, variant)
+            model.load(net)  # parameters copied by name and shape; train() then starts from them
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "init_weights.json", json.dumps(source, indent=1) + "\n")
         args = dict(data=str(data), epochs=epochs, imgsz=imgsz, batch=batch, device=_device_arg(device),
-                    workers=workers, project=str(out.parent), name=out.name, exist_ok=True, pretrained=False,
+                    workers=workers, project=str(out.parent), name=out.name, exist_ok=True,
+                    pretrained=init_weights is not None,
                     seed=seed, deterministic=True, plots=False, val=True, cache=cache, patience=patience,
                     amp=True, verbose=True, **AUGMENT, **OPTIM)
         args.update(overrides)
@@ -233,6 +273,7 @@ def export_detector(run_dir, out_dir, data_yaml=None, metrics: dict | None = Non
     variant = Path(str((getattr(net, "yaml", None) or {}).get("yaml_file") or targs["model"])).stem
     model = build_model(variant, int(net.nc if hasattr(net, "nc") else len(net.names)))
     model.load_state_dict(net.float().state_dict())
+    init = ck_path.parent.parent / "init_weights.json"
     tm = ck.get("train_metrics") or {}
     val = {"map50": tm.get("metrics/mAP50(B)"), "map50_95": tm.get("metrics/mAP50-95(B)"),
            "precision": tm.get("metrics/precision(B)"), "recall": tm.get("metrics/recall(B)")}
@@ -248,6 +289,8 @@ def export_detector(run_dir, out_dir, data_yaml=None, metrics: dict | None = Non
               "code_commit": _code_commit(), "x2br_version": __version__, "ultralytics_version": ul.__version__,
               "torch_version": torch.__version__, "input": "8-bit grey network image (to_network_input, "
               "round(clip(x, 0, 1) * 255)), 3 equal channels, /255"}
+    if init.is_file():  # fine-tuned: from which weights
+        record["training"]["init_weights"] = json.loads(init.read_text())
     pt, js = save_weights(out_dir, model, record)
     if data_yaml is not None:
         test = evaluate_detector(pt, data_yaml, split="test", device=device)
@@ -308,6 +351,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=50, help="early stop after N epochs without val improvement")
     p.add_argument("--fraction", type=float, default=1.0, help="use this fraction of the training images")
     p.add_argument("--resume", action="store_true", help="continue RUN/weights/last.pt")
+    p.add_argument("--init-weights", metavar="PATH",
+                   help="fine-tune: start from these weights (e.g. Resources/Models/yolo, or a run's best.pt) "
+                        "instead of from scratch; same --variant")
+    p.add_argument("--lr0", type=float, default=OPTIM["lr0"], help="initial learning rate (AdamW)")
     p.add_argument("--max-minutes", type=float, help="stop after the last epoch that fits (resumable)")
     p.add_argument("--export", help="after training, export the weights to this folder")
     p.add_argument("--overwrite", action="store_true", help="let --export replace existing weights")
@@ -321,7 +368,8 @@ def run_train(args) -> int:
         res = train_detector(args.data, args.out, variant=args.variant, epochs=args.epochs, imgsz=args.imgsz,
                              batch=args.batch, device=args.device, workers=args.workers, resume=args.resume,
                              max_minutes=args.max_minutes, seed=args.seed, cache=args.cache or False,
-                             patience=args.patience, fraction=args.fraction)
+                             patience=args.patience, fraction=args.fraction, init_weights=args.init_weights,
+                             lr0=args.lr0)
         if args.export and res["finished"]:
             res["export"] = [str(p) for p in export_detector(res["run_dir"], args.export,
                                                              overwrite=args.overwrite)]
@@ -332,7 +380,7 @@ def run_train(args) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m X2BRLib.detect.train", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="action", required=True)
-    s = sub.add_parser("train", help="train (or --resume) YOLOv9 from scratch")
+    s = sub.add_parser("train", help="train (or --resume) YOLOv9 from scratch or from --init-weights")
     add_train_args(s)
     s = sub.add_parser("export", help="run -> shipped model.pt + model.json")
     s.add_argument("--run", required=True, help="training run folder (or a best.pt)")

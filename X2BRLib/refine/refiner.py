@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from .. import anatomy
-from ..metrics import surface_mesh
+from ..meshing import surface_mesh
 from .pieces import check_template, keep_largest_piece
 
 

@@ -143,9 +143,15 @@ def cmd_evaluate(args) -> int:
                          if isinstance(v, dict) and "iou_all_bone" in v)
         print(f"[{i}/{n}] {row['case']}: IoU {text}", file=sys.stderr, flush=True)
 
-    report = evaluate(args.data, rec, split=args.split, max_cases=args.max_cases, progress=progress,
-                      refiner=refiner, baseline=not args.no_baseline, oracle_boxes=args.oracle_boxes,
-                      consistency=args.consistency, first_case=args.first_case, others=others)
+    try:
+        report = evaluate(args.data, rec, split=args.split, max_cases=args.max_cases, progress=progress,
+                          refiner=refiner, baseline=not args.no_baseline, oracle_boxes=args.oracle_boxes,
+                          consistency=args.consistency, first_case=args.first_case, others=others,
+                          views=args.views, lateral_offset_mm=args.lateral_offset_mm)
+    except ValueError as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(str(e), args.data) from None
     write_report_json(args.output, report, overwrite=args.overwrite)
     keys = ("iou_all_bone", "iou_mean_per_bone", "chamfer_l1_unit", "chamfer_l1_mm", "hd95_mm")
     summary = {m: {k: report["methods"][m]["mean"].get(k) for k in keys} for m in report["methods"]}
@@ -154,6 +160,16 @@ def cmd_evaluate(args) -> int:
     print(json.dumps({"output": str(args.output), "n_cases": report["n_cases"], "mean": summary,
                       "per_patient": per_patient}))
     return 0
+
+
+def views_arg(text: str) -> tuple:
+    """``--views``: a comma list of pa and pa+lat."""
+    from .evaluate import VIEWS
+
+    views = tuple(v.strip().lower() for v in text.split(",") if v.strip())
+    if not views or set(views) - set(VIEWS):
+        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(VIEWS)}, got {text!r}")
+    return tuple(dict.fromkeys(views))
 
 
 def cmd_merge_evaluations(args) -> int:
@@ -230,6 +246,13 @@ def add_commands(sub) -> None:
     s.add_argument("--consistency", action="store_true", help="consistency metrics also without --refine")
     s.add_argument("--no-baseline", action="store_true",
                    help="skip the mean-skeleton baseline (it needs the dataset's train split)")
+    s.add_argument("--views", type=views_arg, default=None, metavar="pa,pa+lat",
+                   help="what the models are given: the PA film alone (pa) and/or with the case's lateral "
+                        "(pa+lat, two-view weights only; reported as METHOD+lat); default: both when the "
+                        "dataset has lateral films")
+    s.add_argument("--lateral-offset-mm", type=float, default=0.0, metavar="D",
+                   help="shift the lateral's geometry the network is given by D mm along SI (the cost of "
+                        "assuming both films were taken at the same height when they were not)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("merge-evaluations", help="pool `x2br evaluate` reports of disjoint parts of one split")

@@ -9,7 +9,10 @@ ProjectionGeometry), ``points_lps_mm`` (N, 3), ``point_labels`` (N,) uint8,
 Each item: dict with image (1, H, W) float32, P (3, 4) float32 projection
 matrix, iso (3,) float32 isocentre LPS mm, box_scale () float32 (largest box
 side, mm), points (n_points, 3) float32 LPS mm, labels (n_points,) int64,
-index () int64.
+index () int64. A dataset whose ``dataset.json`` says ``"lateral": true`` (built with
+``--lateral``: every case also holds ``image_lat`` and ``geometry_lat``, the lateral film of
+the same virtual patient and the camera the network is given for it) adds image_lat (1, H, W)
+float32, P_lat (3, 4) float32 and has_lat () float32 (1.0; training drops it per case).
 
 Points: a random subset of ``n_points`` of the shard's points, drawn anew
 every epoch for training (call :meth:`ShardDataset.set_epoch`) and fixed (seeded
@@ -90,6 +93,7 @@ class ShardDataset(Dataset):
         self.epoch = 0
         self.resample = (split == "train") if resample is None else bool(resample)
         self.gt_voxel_mm = float(self.index.get("gt_voxel_mm", 0) or 0)
+        self.lateral = bool(self.index.get("lateral", False))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -102,12 +106,14 @@ class ShardDataset(Dataset):
         """The raw shard of case i as a dict of numpy arrays (+ ``geometry`` object).
 
         keys: only these arrays (npz members are decompressed one by one; training
-        items skip the large ``gt_labels``); ``geometry`` is always read.
+        items skip the large ``gt_labels``); ``geometry`` is always read, and
+        ``geometry_lat`` (then a ProjectionGeometry too) whenever the case has it.
         """
         path = self.files[i]
         try:
             with np.load(path, allow_pickle=False) as z:
-                names = z.files if keys is None else [k for k in z.files if k in set(keys) | {"geometry"}]
+                names = z.files if keys is None else [
+                    k for k in z.files if k in set(keys) | {"geometry", "geometry_lat"}]
                 d = {k: z[k] for k in names}
         except (OSError, ValueError) as e:
             raise InputError(f"unreadable dataset case ({e})", path) from None
@@ -115,10 +121,13 @@ class ShardDataset(Dataset):
         if missing:
             raise InputError(f"dataset case lacks {missing}", path)
         d["geometry"] = ProjectionGeometry.from_json(str(d["geometry"]))
+        if "geometry_lat" in d:
+            d["geometry_lat"] = ProjectionGeometry.from_json(str(d["geometry_lat"]))
         return d
 
     def __getitem__(self, i: int) -> dict:
-        d = self.load(i, ("image", "points_lps_mm", "point_labels"))
+        keys = ("image", "points_lps_mm", "point_labels") + (("image_lat", "geometry_lat") if self.lateral else ())
+        d = self.load(i, keys)
         g = d["geometry"]
         rng = np.random.default_rng([self.seed, self.epoch if self.resample else 0, i])
         img = d["image"].astype(np.float32)
@@ -126,6 +135,17 @@ class ShardDataset(Dataset):
             raise InputError(f"image is {img.shape[::-1]} px, geometry says {g.size_px}", self.files[i])
         if self.augment:
             img = augment_image(img, rng)
+        lat = {}
+        if self.lateral:
+            g_lat, img_lat = d["geometry_lat"], d["image_lat"].astype(np.float32)
+            if img_lat.shape[::-1] != tuple(g_lat.size_px):
+                raise InputError(f"image_lat is {img_lat.shape[::-1]} px, geometry_lat says {g_lat.size_px}",
+                                 self.files[i])
+            if self.augment:  # its own draw: the two films of a study went through the chain apart
+                img_lat = augment_image(img_lat, rng)
+            lat = {"image_lat": torch.from_numpy(np.ascontiguousarray(img_lat[None])),
+                   "P_lat": torch.from_numpy(g_lat.projection_matrix().astype(np.float32)),
+                   "has_lat": torch.tensor(1.0)}
         pts = d["points_lps_mm"].astype(np.float32)
         lab = d["point_labels"].astype(np.int64)
         if self.n_points is not None:
@@ -139,4 +159,5 @@ class ShardDataset(Dataset):
             "points": torch.from_numpy(pts),
             "labels": torch.from_numpy(lab),
             "index": torch.tensor(i),
+            **lat,
         }

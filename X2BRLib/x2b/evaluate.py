@@ -24,6 +24,13 @@ over that patient's cases; every ``per_case`` row names its ``patient``), and
 ``baseline_patients`` (the train split's patients the mean skeleton was made from).
 Several weights on the same films: each further reconstructor ``NAME`` adds method
 ``x2b_NAME``.
+Two views (a dataset built with ``--lateral``): ``views`` names what each model is given,
+"pa" (the PA film alone: the method names above) and "pa+lat" (the PA film with the
+case's lateral: the same names + ``+lat``, for two-view weights only; one-view weights
+are evaluated on the PA film alone), on the same cases; ``lateral_offset_mm`` D shifts
+the lateral's geometry the network is given by D mm along SI (the films stay as they
+were rendered: the cost of a wrong same-height assumption). Report keys ``views`` and
+``lateral_offset_mm``.
 """
 from __future__ import annotations
 
@@ -37,6 +44,21 @@ from .. import metrics
 from ..geometry import ProjectionGeometry
 
 HEADLINE = ("iou_all_bone", "iou_mean_per_bone", "chamfer_l1_unit", "chamfer_l1_mm", "hd95_mm")
+VIEWS = ("pa", "pa+lat")
+
+
+def shifted_si(geometry: ProjectionGeometry, offset_mm: float) -> ProjectionGeometry:
+    """The same camera (source and detector) moved ``offset_mm`` along SI (+z, superior), the
+    box and isocentre left where they are: what the network is told when the patient's
+    height between the two exposures is assumed wrong by that much."""
+    from dataclasses import replace
+
+    d = np.array([0.0, 0.0, float(offset_mm)])
+    return replace(geometry, source_lps_mm=geometry.source + d, detector_center_lps_mm=geometry.detector + d)
+
+
+def _two_view(reconstructor) -> bool:
+    return reconstructor.model.config.get("views", 1) == 2
 
 
 def volume_threshold(bone_votes: np.ndarray, volume: float) -> int:
@@ -94,7 +116,8 @@ def case_patients(manifest: dict, split: str) -> dict:
 def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | None = None,
              baseline_cases: int = 200, n_points: int = 30000, progress=None, refiner=None,
              baseline: bool = True, oracle_boxes: bool = False, consistency: bool = False,
-             first_case: int = 0, others: dict | None = None) -> dict:
+             first_case: int = 0, others: dict | None = None, views=None,
+             lateral_offset_mm: float = 0.0) -> dict:
     """Evaluate ``reconstructor`` (pipeline.Reconstructor; it reconstructs on the dataset's
     ground-truth grid) and the mean-skeleton baseline on ``split``.
 
@@ -104,7 +127,9 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
     the slice of the split to evaluate (long CPU runs in parts). consistency (implied
     by a refiner): anatomical consistency metrics (metrics.consistency_metrics) of every
     method and of the ground truth, under ``consistency.<method>``. others: {name:
-    reconstructor} evaluated on the same films as methods ``x2b_<name>``.
+    reconstructor} evaluated on the same films as methods ``x2b_<name>``. views: subset of
+    ("pa", "pa+lat") (None: both when the dataset has laterals, else "pa"); lateral_offset_mm:
+    see the module doc.
     """
     from dataclasses import replace as _replace
 
@@ -117,11 +142,22 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
     voxel = float(manifest["gt_voxel_mm"])
     patient_of = case_patients(manifest, split)
     others = dict(others or {})
+    has_lat = bool(manifest.get("lateral", False))
+    views = tuple(views) if views else (VIEWS if has_lat else ("pa",))
+    if not views or set(views) - set(VIEWS):
+        raise ValueError(f"views must be among {', '.join(VIEWS)}, got {', '.join(views) or 'none'}")
+    if "pa+lat" in views and not has_lat:
+        raise ValueError("the dataset has no lateral films (build it with --lateral); evaluate --views pa")
+    models = {"x2b": reconstructor, **{f"x2b_{n}": o for n, o in others.items()}}
+    runs = [(m, v) for m, r in models.items() for v in VIEWS if v in views and (v == "pa" or _two_view(r))]
+    if not any(m == "x2b" for m, _ in runs):
+        raise ValueError("the weights read one film: they have nothing to show with --views pa+lat alone")
+    name_of = {(m, v): m + ("+lat" if v == "pa+lat" else "") for m, v in runs}
     t0 = time.perf_counter()
     base = mean_skeleton(root, "train", baseline_cases) if baseline else None
     t_base = time.perf_counter() - t0
     consistency = consistency or refiner is not None
-    methods = ["x2b"] + [f"x2b_{n}" for n in others] + \
+    methods = list(name_of.values()) + \
         (["x2br", "template_only"] if refiner is not None else []) + (["mean_skeleton"] if baseline else [])
     per_method = {m: [] for m in methods}
     per_cons = {m: [] for m in methods + ["ground_truth"]} if consistency else {}
@@ -132,25 +168,29 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
             geom = ProjectionGeometry.from_json(str(z["geometry"]))
             gt = z["gt_labels"]
             boxes = z["boxes"]
+            lateral = {}
+            if "pa+lat" in views:
+                lateral = dict(lateral=z["image_lat"].astype(np.float32), lateral_geometry=shifted_si(
+                    ProjectionGeometry.from_json(str(z["geometry_lat"])), lateral_offset_mm))
         shape, origin, spacing = geom.box_grid(voxel)
-        t1 = time.perf_counter()
-        rec = reconstructor.reconstruct_image(image, geom, voxel_mm=voxel)
-        times["x2b"].append(time.perf_counter() - t1)
-        if rec.labels_xyz.shape != gt.shape:
-            raise ValueError(f"reconstruction grid {rec.labels_xyz.shape} differs from the ground truth's "
-                             f"{gt.shape}: use a quality whose voxel is {voxel} mm")
-        preds = {"x2b": rec.labels_xyz}
-        for other_name, other in others.items():
+        preds, rec = {}, None
+        for (model_name, view), method in name_of.items():
             t1 = time.perf_counter()
-            preds[f"x2b_{other_name}"] = other.reconstruct_image(image, geom, voxel_mm=voxel).labels_xyz
-            times[f"x2b_{other_name}"].append(time.perf_counter() - t1)
+            r = models[model_name].reconstruct_image(image, geom, voxel_mm=voxel,
+                                                     **(lateral if view == "pa+lat" else {}))
+            times[method].append(time.perf_counter() - t1)
+            if r.labels_xyz.shape != gt.shape:
+                raise ValueError(f"reconstruction grid {r.labels_xyz.shape} differs from the ground truth's "
+                                 f"{gt.shape}: use a quality whose voxel is {voxel} mm")
+            preds[method] = r.labels_xyz
+            rec = rec or r  # the main model's first view: what the refinement starts from
         if refiner is not None:
             t2 = time.perf_counter()
             dets = _detections_from_boxes(boxes) if oracle_boxes else refiner.detect(image)
             t_det = time.perf_counter() - t2
             t3 = time.perf_counter()
             preds["x2br"] = refiner.refine(rec, dets).labels_xyz
-            times["x2br"].append(times["x2b"][-1] + t_det + time.perf_counter() - t3)
+            times["x2br"].append(times[methods[0]][-1] + t_det + time.perf_counter() - t3)
             t4 = time.perf_counter()
             preds["template_only"] = refiner.refine(
                 rec, dets, options=_replace(refiner.options, use_x2b=False)).labels_xyz
@@ -175,6 +215,7 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
     patients = [row["patient"] for row in per_case]
     out = {
         "split": split, "n_cases": len(files), "voxel_mm": voxel, "data_root": str(root),
+        "views": list(views), "lateral_offset_mm": float(lateral_offset_mm),
         "model": reconstructor.model_info(),
         **({"models": {f"x2b_{n}": o.model_info() for n, o in others.items()}} if others else {}),
         "methods": {k: metrics.aggregate(v) for k, v in per_method.items()},
@@ -182,7 +223,7 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
                             for k, v in per_method.items()} for p in sorted(set(patients))},
         "baseline_patients": sorted(set(case_patients(manifest, "train").values())) if baseline else [],
         "per_case": per_case,
-        "timings_s": {"baseline_build": t_base, "reconstruct_mean": float(np.mean(times["x2b"])),
+        "timings_s": {"baseline_build": t_base, "reconstruct_mean": float(np.mean(times[methods[0]])),
                       **{f"{m}_mean": float(np.mean(v)) for m, v in times.items() if v},
                       "total": time.perf_counter() - t0},
     }
@@ -219,8 +260,9 @@ def merge_reports(reports: list[dict]) -> dict:
         raise ValueError("nothing to merge")
     first = reports[0]
     for r in reports[1:]:
-        if (r["split"], r["voxel_mm"], set(r["methods"])) != (first["split"], first["voxel_mm"], set(first["methods"])):
-            raise ValueError("reports differ in split, voxel size or methods; they cannot be merged")
+        if ((r["split"], r["voxel_mm"], set(r["methods"]), r.get("lateral_offset_mm", 0.0))
+                != (first["split"], first["voxel_mm"], set(first["methods"]), first.get("lateral_offset_mm", 0.0))):
+            raise ValueError("reports differ in split, voxel size, methods or lateral offset; they cannot be merged")
     cases = [row["case"] for r in reports for row in r["per_case"]]
     if len(set(cases)) != len(cases):
         raise ValueError("reports share cases; merge only disjoint parts")

@@ -16,6 +16,17 @@ the largest side of the reconstruction box in mm; points (B, N, 3) LPS mm.
 Output logits (B, N, num_classes), class 0 = background, class k = catalog
 label k (X2BRLib.anatomy).
 
+Two views (``views=2``, issue 15): a PA and a lateral film of one study. The one
+encoder reads each film; each query point is projected into each view with that
+view's camera and the pixel-aligned features (and the global codes) of the views a
+case has are fused (``fusion``: "mean" or elementwise "max"); ``has_lat`` (B,)
+float, 1 where the case has a lateral, masks it per case. The lateral also adds
+``has_lat * fc_lat(in-view flag of the lateral)`` to the decoder's input (its bias
+is the learned "lateral present" embedding). With has_lat = 0 (or no lateral
+given) the computation is exactly the single-view one, so one set of weights
+serves PA alone and PA + lateral, and single-view weights grow into a two-view
+model that starts computing what they compute (:func:`grow_from`).
+
 Numerics: projection, positional encoding and feature sampling always run in
 float32 with autocast disabled (bf16 would put query points off by pixels);
 only the MLP and the encoder follow autocast.
@@ -33,6 +44,7 @@ import torch.nn.functional as F
 from ..anatomy import NUM_CLASSES
 from ..geometry import project_points, uv_to_grid_sample
 
+FUSIONS = ("mean", "max")
 VARIANTS = {"atto": "convnext_atto", "femto": "convnext_femto", "pico": "convnext_pico"}
 
 
@@ -74,18 +86,27 @@ class X2BNet(nn.Module):
     hires: channels of a full-resolution branch (two 3x3 convolutions on the film,
         sampled like the encoder levels; 0 = none). ConvNeXt's finest level has
         stride 4 (about 6 mm on a 256 px chest film), coarser than a rib is tall.
+    views: 1 (a PA film) or 2 (PA, optionally with a lateral film; see the module doc).
+    fusion: how the views' features are fused when views == 2: "mean" or "max".
     ``self.config`` holds these kwargs (the weights record stores them).
     """
 
     def __init__(self, encoder: str = "convnext_atto", num_classes: int = NUM_CLASSES,
                  hidden: int = 128, n_blocks: int = 4, feat_dim: int = 64, pos_freqs: int = 6,
-                 hires: int = 0):
+                 hires: int = 0, views: int = 1, fusion: str = "mean"):
         super().__init__()
         encoder = encoder_name(encoder)
+        if int(views) not in (1, 2):
+            raise ValueError(f"views must be 1 or 2, got {views}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         self.config = dict(encoder=encoder, num_classes=int(num_classes), hidden=int(hidden),
                            n_blocks=int(n_blocks), feat_dim=int(feat_dim), pos_freqs=int(pos_freqs))
         if hires:  # recorded only when used: records of older weights stay valid as they are
             self.config["hires"] = int(hires)
+        if int(views) == 2:  # likewise: no "views" key = one view
+            self.config.update(views=2, fusion=fusion)
+        self.views, self.fusion = int(views), fusion
         self.encoder = timm.create_model(encoder, pretrained=False, features_only=True,
                                          in_chans=1, out_indices=(0, 1, 2, 3))
         chans = list(self.encoder.feature_info.channels())
@@ -104,6 +125,8 @@ class X2BNet(nn.Module):
         self.fc_g = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(n_blocks))
         self.blocks = nn.ModuleList(ResnetBlockFC(hidden) for _ in range(n_blocks))
         self.fc_out = nn.Linear(hidden, num_classes)
+        # the lateral's in-view flag (weight) and "a lateral is present" (bias), added to the input
+        self.fc_lat = nn.Linear(1, hidden) if self.views == 2 else None
 
     # ------------------------------------------------------------------ encoder
     def encode(self, image: torch.Tensor):
@@ -122,65 +145,104 @@ class X2BNet(nn.Module):
         return feats, glob
 
     # ------------------------------------------------------------------ decoder
+    def _sample(self, maps, P: torch.Tensor, points: torch.Tensor):
+        """Project points (B, N, 3) LPS mm with P (B, 3, 4) onto the film of ``maps`` and sample
+        every map there (float32, autocast off). Returns (features (B, C, N), in-view flag (B, N, 1),
+        depth (B, N) mm along the view's normal)."""
+        size_px = (maps[0].shape[-1] * self.strides[0], maps[0].shape[-2] * self.strides[0])  # (W, H)
+        uv, depth = project_points(P, points)  # (B, N, 2) px, (B, N) mm
+        grid = uv_to_grid_sample(uv, size_px)
+        grid = torch.nan_to_num(grid, nan=2.0, posinf=2.0, neginf=-2.0).clamp(-2.0, 2.0)
+        inview = (grid.abs() <= 1).all(-1, keepdim=True).float()
+        # sampled in float32: a bf16 grid would be off by up to half a pixel
+        sampled = [F.grid_sample(m.float(), grid.unsqueeze(2), mode="bilinear",
+                                 padding_mode="zeros", align_corners=False).squeeze(-1)
+                   for m in maps]  # each (B, C, N)
+        return torch.cat(sampled, 1), inview, depth
+
+    def _fuse(self, a: torch.Tensor, b: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
+        """Fuse PA features ``a`` with lateral features ``b`` (same shape, batch first) where
+        ``has`` (B,) is 1; exactly ``a`` where it is 0."""
+        h = has.reshape(-1, *([1] * (a.ndim - 1))).to(a.dtype)
+        if self.fusion == "max":
+            return torch.where(h > 0, torch.maximum(a, b), a)
+        return (a + h * b) / (1 + h)
+
     def decode(self, feats, P: torch.Tensor, iso: torch.Tensor, points: torch.Tensor,
-               box_scale=384.0) -> torch.Tensor:
+               box_scale=384.0, feats_lat=None, P_lat=None, has_lat=None) -> torch.Tensor:
         """Classify query points from an encoding.
 
         feats: (list of maps, global code) as returned by :meth:`encode`.
         P (B, 3, 4); iso (B, 3); points (B, N, 3) LPS mm; box_scale (B,) or float mm.
+        feats_lat, P_lat, has_lat: the lateral film's encoding, its camera (B, 3, 4) and (B,)
+        float 1/0 per case (default all 1); only for views == 2, None = PA alone.
         Returns logits (B, N, num_classes) (float32 unless autocast is on).
         """
         maps, glob = feats
-        b, _, fh, fw = maps[0].shape
-        size_px = (fw * self.strides[0], fh * self.strides[0])  # the film's (W, H)
+        lateral = feats_lat is not None
+        if lateral and self.views != 2:
+            raise ValueError("this model reads one view; a lateral needs views=2")
+        if lateral and P_lat is None:
+            raise ValueError("a lateral encoding needs its projection matrix P_lat")
         with torch.autocast(points.device.type, enabled=False):
             pts, P32, iso32 = points.float(), P.float(), iso.float()
             scale = torch.as_tensor(box_scale, dtype=torch.float32, device=pts.device).reshape(-1, 1, 1)
-            uv, depth = project_points(P32, pts)  # (B, N, 2) px, (B, N) mm
+            c, inview, depth = self._sample(maps, P32, pts)
             _, depth_iso = project_points(P32, iso32[:, None])  # (B, 1)
-            grid = uv_to_grid_sample(uv, size_px)
-            grid = torch.nan_to_num(grid, nan=2.0, posinf=2.0, neginf=-2.0).clamp(-2.0, 2.0)
-            inview = (grid.abs() <= 1).all(-1, keepdim=True).float()
             unit = (pts - iso32[:, None]) / scale
             dnorm = ((depth - depth_iso) / scale.squeeze(-1)).unsqueeze(-1)
             pe = torch.cat([fourier_features(torch.cat([unit, dnorm], -1), self.pos_freqs), inview], -1)
-            # sampled in float32: a bf16 grid would be off by up to half a pixel
-            sampled = [F.grid_sample(m.float(), grid.unsqueeze(2), mode="bilinear",
-                                     padding_mode="zeros", align_corners=False).squeeze(-1)
-                       for m in maps]  # each (B, C, N)
-        c = torch.cat(sampled, 1).transpose(1, 2).contiguous()  # (B, N, C): levels, then hires
+            if lateral:
+                has = (torch.ones(pts.shape[0], device=pts.device) if has_lat is None
+                       else has_lat.float().reshape(-1))
+                c_lat, inview_lat, _ = self._sample(feats_lat[0], P_lat.float(), pts)
+                c = self._fuse(c, c_lat, has)
+        c = c.transpose(1, 2).contiguous()  # (B, N, C): levels, then hires
         # the per-block feature projections as ONE matrix product (same weights, ~2x faster on CPU)
         w = torch.cat([fc.weight for fc in self.fc_c])
         bias = torch.cat([fc.bias for fc in self.fc_c])
         cs = F.linear(c, w.to(c.dtype), bias.to(c.dtype)).split(self.fc_p.out_features, -1)
         net = self.fc_p(pe)
+        if lateral:
+            glob = self._fuse(glob, feats_lat[1], has)
+            lat = self.fc_lat(inview_lat)
+            net = net + has.reshape(-1, 1, 1).to(lat.dtype) * lat  # bf16 stays bf16: + 0 is exact
         for c_k, fc_g, block in zip(cs, self.fc_g, self.blocks):
             net = net + c_k + fc_g(glob).unsqueeze(1)
             net = block(net)
         return self.fc_out(F.relu(net))
 
-    def forward(self, image, P, iso, box_scale, points):
-        """image (B,1,H,W), P (B,3,4), iso (B,3), box_scale (B,) or float, points (B,N,3) -> (B,N,C) logits."""
-        return self.decode(self.encode(image), P, iso, points, box_scale)
+    def forward(self, image, P, iso, box_scale, points, image_lat=None, P_lat=None, has_lat=None):
+        """image (B,1,H,W), P (B,3,4), iso (B,3), box_scale (B,) or float, points (B,N,3) -> (B,N,C) logits.
+        image_lat (B,1,H',W'), P_lat (B,3,4), has_lat (B,) float: the lateral film (views == 2 only;
+        see :meth:`decode`). Each film is encoded on its own: PA alone is exactly the one-view path."""
+        feats_lat = self.encode(image_lat) if image_lat is not None else None
+        return self.decode(self.encode(image), P, iso, points, box_scale, feats_lat, P_lat, has_lat)
 
 
-GROWABLE = ("n_blocks", "hires")  # what grow_from may add; every other architecture key must match
+GROWABLE = ("n_blocks", "hires", "views")  # what grow_from may add; every other architecture key must match
 
 
 def grow_from(model: X2BNet, src: X2BNet) -> dict:
-    """Load ``src``'s weights into ``model``, which may have more decoder blocks and a
-    full-resolution branch that ``src`` lacks, such that ``model`` computes exactly what
-    ``src`` computes (function-preserving growth, as in Net2Net): the extra blocks start as
-    identities (their feature, global-code and output projections zeroed), the branch's
-    columns of the feature projections start at zero; all of it then learns.
+    """Load ``src``'s weights into ``model``, which may have more decoder blocks, a
+    full-resolution branch that ``src`` lacks, or a second view, such that ``model`` computes
+    exactly what ``src`` computes (function-preserving growth, as in Net2Net; for a second
+    view: on the PA film alone, has_lat = 0): the extra blocks start as identities (their
+    feature, global-code and output projections zeroed), the branch's columns of the feature
+    projections start at zero, the lateral's input ``fc_lat`` keeps its fresh initialisation
+    (it is multiplied by has_lat); all of it then learns.
     Returns {key: (src value, model value)} of what grew. ValueError naming the keys when
-    the architectures differ otherwise, ``model`` has fewer blocks, or another branch width."""
+    the architectures differ otherwise, ``model`` has fewer blocks or views, or another branch width."""
     a, b = src.config, model.config
-    refused = sorted(k for k in set(a) | set(b) if k not in GROWABLE and a.get(k) != b.get(k))
+    refused = sorted(k for k in set(a) | set(b) if k not in GROWABLE + ("fusion",) and a.get(k) != b.get(k))
     if b["n_blocks"] < a["n_blocks"]:
         refused.append("n_blocks")
     if a.get("hires", 0) not in (0, b.get("hires", 0)):  # a branch can be added, not resized
         refused.append("hires")
+    if a.get("views", 1) > b.get("views", 1):
+        refused.append("views")
+    if a.get("views", 1) == b.get("views", 1) == 2 and a.get("fusion") != b.get("fusion"):
+        refused.append("fusion")
     if refused:
         raise ValueError("cannot grow: " + ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in refused))
     old = src.state_dict()
@@ -195,9 +257,11 @@ def grow_from(model: X2BNet, src: X2BNet) -> dict:
                 v[:, :c_old] = old[k]
             elif k.startswith(("fc_c.", "fc_g.", "blocks.")) and ".fc_0." not in k:  # a new block
                 v.zero_()
-            elif not k.startswith(("hires.", "blocks.")):
+            elif not k.startswith(("hires.", "blocks.", "fc_lat.")):
                 raise ValueError(f"cannot grow: no source for {k}")
-    return {k: (a.get(k, 0), b.get(k, 0)) for k in GROWABLE if a.get(k, 0) != b.get(k, 0)}
+    default = {"views": 1}
+    return {k: (a.get(k, default.get(k, 0)), b.get(k, default.get(k, 0))) for k in GROWABLE
+            if a.get(k, default.get(k, 0)) != b.get(k, default.get(k, 0))}
 
 
 def x2b_atto(**kw) -> X2BNet:
@@ -228,28 +292,49 @@ def geometry_tensors(geometry, device=None):
     return P.to(device), iso.to(device), scale.to(device)
 
 
-def make_decode_fn(model: X2BNet, image, geometry, device=None, amp_dtype=None):
-    """Encode one film once; return ``decode_fn(points (M,3) LPS mm ndarray) -> (p_bone (M,), label (M,))``.
+def _film_tensor(image, geometry, device, what="image"):
+    """(H, W) film -> (1, 1, H, W) float32 tensor; ValueError when its size is not geometry.size_px."""
+    img = torch.as_tensor(np.asarray(image, np.float32))[None, None].to(device)
+    if tuple(img.shape[-1:-3:-1]) != tuple(geometry.size_px):
+        raise ValueError(f"{what} is {img.shape[-1]}x{img.shape[-2]} px but the geometry says {geometry.size_px}")
+    return img
+
+
+def make_decode_fn(model: X2BNet, image, geometry, device=None, amp_dtype=None, lateral=None,
+                   lateral_geometry=None):
+    """Encode the film(s) once; return ``decode_fn(points (M,3) LPS mm ndarray) -> (p_bone (M,), label (M,))``.
 
     image: (H, W) array in [0, 1] (network-normalised film, size == geometry.size_px).
+    lateral, lateral_geometry: the lateral film of the same study in network form (size ==
+    lateral_geometry.size_px) and its camera; only for a model with views == 2 (InputError
+    otherwise). None = the PA film alone.
     p_bone: float32 probability of any bone = 1 - p(background); label: uint8
     argmax bone label (1..C-1, defined for every point). Used by MISE.
     amp_dtype: torch.bfloat16 / torch.float16 for autocast on CUDA, None = off.
     """
+    from ..errors import InputError
+
+    if lateral is not None and getattr(model, "views", 1) != 2:
+        raise InputError("these weights read one film; a lateral film needs two-view weights (views = 2)")
+    if (lateral is None) != (lateral_geometry is None):
+        raise ValueError("a lateral film and its geometry go together")
     device = torch.device(device or next(model.parameters()).device)
-    img = torch.as_tensor(np.asarray(image, np.float32))[None, None].to(device)
-    if tuple(img.shape[-1:-3:-1]) != tuple(geometry.size_px):
-        raise ValueError(f"image is {img.shape[-1]}x{img.shape[-2]} px but the geometry says {geometry.size_px}")
+    img = _film_tensor(image, geometry, device)
     P, iso, scale = geometry_tensors(geometry, device)
+    img_lat = P_lat = None
+    if lateral is not None:
+        img_lat = _film_tensor(lateral, lateral_geometry, device, "the lateral image")
+        P_lat = geometry_tensors(lateral_geometry, device)[0]
     use_amp = amp_dtype is not None and device.type == "cuda"
     model.eval()
     with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
         feats = model.encode(img)
+        feats_lat = model.encode(img_lat) if img_lat is not None else None
 
     def decode_fn(points):
         pts = torch.as_tensor(np.asarray(points, np.float32), device=device)[None]
         with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-            logits = model.decode(feats, P, iso, pts, scale)[0].float()
+            logits = model.decode(feats, P, iso, pts, scale, feats_lat, P_lat)[0].float()
         p_bone = torch.sigmoid(bone_logit(logits))
         label = logits[:, 1:].argmax(-1) + 1
         return p_bone.cpu().numpy(), label.to(torch.uint8).cpu().numpy()

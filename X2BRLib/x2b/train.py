@@ -26,6 +26,13 @@ Validation each epoch (rank 0):
   best at what is measured (per-point IoU, the old default, peaked some 25
   epochs before volumetric IoU did in the v2 run).
 
+Two views (``--views 2``, a dataset built with ``--lateral``): each case of a batch
+keeps its lateral film with probability 1 - ``lat_dropout`` (has_lat = 0 otherwise),
+so one set of weights serves PA alone and PA + lateral. Validation then reports
+every metric above for PA alone (the columns above) and for PA + lateral (the same
+names + ``_lat``), and ``val_vol_score_both``, the mean of ``val_vol_score`` and
+``val_vol_score_lat`` (a ``--best-metric`` that weighs both uses alike).
+
 Outputs in ``out_dir``: ``last.pt`` (model, optimiser, scheduler, scaler,
 epoch, best, history), ``best.pt`` (model of the best ``best_metric``),
 ``log.csv``, ``curves.png``. :func:`export_weights` turns a checkpoint into the
@@ -52,12 +59,14 @@ from ..io.atomic import atomic_write
 from ..metrics import iou_summary
 from .data import ShardDataset, read_index
 from .mise import extract_labels
-from .model import X2BNet, bone_logit, make_decode_fn
+from .model import FUSIONS, X2BNet, bone_logit, make_decode_fn
 
 NORMALISATION = ("image: (H, W) float in [0, 1], bone-bright, as the dataset shards' `image` "
                  "(X2BRLib.dataset film normalisation)")
-COLUMNS = ["epoch", "train_loss", "train_ce", "train_bce", "val_loss", "val_point_miou",
-           "val_point_bone_iou", "val_vol_bone_iou", "val_vol_bone_miou", "val_vol_score", "lr", "time_s"]
+VAL_KEYS = ["val_loss", "val_point_miou", "val_point_bone_iou", "val_vol_bone_iou", "val_vol_bone_miou",
+            "val_vol_score"]
+COLUMNS = (["epoch", "train_loss", "train_ce", "train_bce"] + VAL_KEYS + [k + "_lat" for k in VAL_KEYS]
+           + ["val_vol_score_both", "lr", "time_s"])
 
 
 @dataclass
@@ -94,6 +103,9 @@ class TrainConfig:
     best_metric: str = "val_point_miou"
     max_minutes: float | None = None  # stop (resumably) after the epoch that passes this wall time
     init_weights: str | None = None   # start a new run from shipped/exported weights (fine-tuning)
+    views: int = 1                  # 2: PA + lateral (needs a dataset built with --lateral)
+    fusion: str = "mean"            # mean | max: how the two views' features are fused
+    lat_dropout: float = 0.5        # per case and step, probability that the lateral is withheld
 
 
 def _dist_setup(cfg: TrainConfig):
@@ -144,19 +156,17 @@ def _block_bone_mask(gt: np.ndarray, shape) -> np.ndarray:
     return gt[np.ix_(*idx)] > 0
 
 
-@torch.no_grad()
-def validate(model: X2BNet, ds: ShardDataset, cfg: TrainConfig, device, amp_dtype, class_w) -> dict:
-    """Per-point loss / class IoU on all val cases, volumetric all-bone IoU on a few (see module doc)."""
-    model.eval()
+def _point_metrics(model, loader, device, amp_dtype, class_w, bce_weight, lateral: bool) -> dict:
+    """val_loss, val_point_miou, val_point_bone_iou over a loader's (fixed) point subsets."""
     C = model.config["num_classes"]
     conf = torch.zeros(C * C, dtype=torch.int64, device=device)
     tot, n = 0.0, 0
-    loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=0)
     for batch in loader:
         b = {k: v.to(device) for k, v in batch.items()}
+        lat = (b["image_lat"], b["P_lat"], b["has_lat"]) if lateral else ()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(b["image"], b["P"], b["iso"], b["box_scale"], b["points"])
-        loss, _, _ = _loss(logits, b["labels"], class_w, cfg.bce_weight)
+            logits = model(b["image"], b["P"], b["iso"], b["box_scale"], b["points"], *lat)
+        loss, _, _ = _loss(logits, b["labels"], class_w, bce_weight)
         tot, n = tot + float(loss) * len(batch["index"]), n + len(batch["index"])
         pred = logits.float().argmax(-1).reshape(-1)
         conf += torch.bincount(b["labels"].reshape(-1) * C + pred, minlength=C * C)
@@ -167,13 +177,18 @@ def validate(model: X2BNet, ds: ShardDataset, cfg: TrainConfig, device, amp_dtyp
     miou = float((inter[1:][bones] / union[1:][bones]).mean()) if bones.any() else float("nan")
     tp = conf[1:, 1:].sum()
     bone_iou = float(tp / max(tp + conf[0, 1:].sum() + conf[1:, 0].sum(), 1))
-    out = {"val_loss": tot / max(n, 1), "val_point_miou": miou, "val_point_bone_iou": bone_iou,
-           "val_vol_bone_iou": float("nan"), "val_vol_bone_miou": float("nan"), "val_vol_score": float("nan")}
+    return {"val_loss": tot / max(n, 1), "val_point_miou": miou, "val_point_bone_iou": bone_iou}
+
+
+def _volume_metrics(model, ds: ShardDataset, cfg, device, amp_dtype, lateral: bool) -> dict:
+    """val_vol_bone_iou, val_vol_bone_miou, val_vol_score on the first cfg.val_cases cases."""
+    out = {"val_vol_bone_iou": float("nan"), "val_vol_bone_miou": float("nan"), "val_vol_score": float("nan")}
     ious, mious = [], []
     for i in range(min(cfg.val_cases, len(ds))):
         d = ds.load(i)
         g = d["geometry"]
-        fn = make_decode_fn(model, d["image"].astype(np.float32), g, device, amp_dtype)
+        lat = dict(lateral=d["image_lat"].astype(np.float32), lateral_geometry=d["geometry_lat"]) if lateral else {}
+        fn = make_decode_fn(model, d["image"].astype(np.float32), g, device, amp_dtype, **lat)
         pred, _ = extract_labels(fn, g, cfg.val_voxel_mm, max(4.0, cfg.val_voxel_mm), batch_points=65536)
         gt = _block_bone_mask(d["gt_labels"], pred.shape)
         p = pred > 0
@@ -185,6 +200,22 @@ def validate(model: X2BNet, ds: ShardDataset, cfg: TrainConfig, device, amp_dtyp
     if mious:
         out["val_vol_bone_miou"] = float(np.mean(mious))
         out["val_vol_score"] = (out["val_vol_bone_iou"] + out["val_vol_bone_miou"]) / 2
+    return out
+
+
+@torch.no_grad()
+def validate(model: X2BNet, ds: ShardDataset, cfg: TrainConfig, device, amp_dtype, class_w) -> dict:
+    """Per-point loss / class IoU on all val cases, volumetric all-bone IoU on a few (see module doc);
+    a two-view model on a lateral dataset: both for PA alone and (keys + "_lat") for PA + lateral."""
+    model.eval()
+    loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=0)
+    out = _point_metrics(model, loader, device, amp_dtype, class_w, cfg.bce_weight, False)
+    out.update(_volume_metrics(model, ds, cfg, device, amp_dtype, False))
+    if model.views == 2 and ds.lateral:
+        lat = _point_metrics(model, loader, device, amp_dtype, class_w, cfg.bce_weight, True)
+        lat.update(_volume_metrics(model, ds, cfg, device, amp_dtype, True))
+        out.update({k + "_lat": v for k, v in lat.items()})
+        out["val_vol_score_both"] = (out["val_vol_score"] + out["val_vol_score_lat"]) / 2
     model.train()
     return out
 
@@ -211,7 +242,10 @@ def _write_log(out: Path, history: list[dict]):
     ep = [r["epoch"] for r in history]
     for key in ("train_loss", "val_loss"):
         ax0.plot(ep, [r.get(key, float("nan")) for r in history], marker=".", label=key)
-    for key in ("val_point_miou", "val_point_bone_iou", "val_vol_bone_iou", "val_vol_bone_miou"):
+    for key in ("val_point_miou", "val_point_bone_iou", "val_vol_bone_iou", "val_vol_bone_miou",
+                "val_vol_bone_iou_lat", "val_vol_bone_miou_lat"):
+        if not any(key in r for r in history):
+            continue
         ax1.plot(ep, [r.get(key, float("nan")) for r in history], marker=".", label=key)
     ax0.set_xlabel("epoch"), ax0.set_ylabel("loss"), ax0.legend()
     ax1.set_xlabel("epoch"), ax1.set_ylabel("IoU"), ax1.set_ylim(0, 1), ax1.legend()
@@ -222,6 +256,14 @@ def _write_log(out: Path, history: list[dict]):
 def train(config: TrainConfig) -> dict:
     """Train (or resume) X2B; returns the last history row. Only rank 0 writes files."""
     cfg = config
+    for bad, text in ((cfg.views not in (1, 2), f"--views must be 1 or 2, got {cfg.views}"),
+                      (cfg.fusion not in FUSIONS, f"--fusion must be one of {', '.join(FUSIONS)}, got {cfg.fusion!r}"),
+                      (not 0.0 <= cfg.lat_dropout <= 1.0, f"--lat-dropout is a probability, got {cfg.lat_dropout}")):
+        if bad:
+            raise InputError(text)
+    if cfg.views == 2 and not read_index(cfg.data_root).get("lateral", False):
+        raise InputError("--views 2 needs a dataset with lateral films (x2br build-dataset --lateral)",
+                         Path(cfg.data_root) / "dataset.json")
     device, rank, world = _dist_setup(cfg)
     out = Path(cfg.out_dir)
     if (out / "last.pt").exists() and not cfg.resume:  # every rank: none may wait for a failed one
@@ -237,9 +279,10 @@ def train(config: TrainConfig) -> dict:
                           cfg.max_val_cases, resample=False)
     if len(train_ds) == 0:
         raise InputError(f"split {cfg.train_split!r} is empty", Path(cfg.data_root) / "dataset.json")
+    two_view = cfg.views == 2
     h, w = train_ds[0]["image"].shape[-2:]
     model = X2BNet(cfg.encoder, hidden=cfg.hidden, n_blocks=cfg.n_blocks, feat_dim=cfg.feat_dim,
-                   pos_freqs=cfg.pos_freqs, hires=cfg.hires).to(device)
+                   pos_freqs=cfg.pos_freqs, hires=cfg.hires, views=cfg.views, fusion=cfg.fusion).to(device)
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
     loader_kw = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=len(train_ds) // world > cfg.batch_size,
                      pin_memory=device.type == "cuda")
@@ -272,7 +315,8 @@ def train(config: TrainConfig) -> dict:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     meta = dict(arch=model.config, image_size=[int(w), int(h)], normalisation=NORMALISATION,
-                config=asdict(cfg), dataset={k: index.get(k) for k in ("version", "gt_voxel_mm", "image_size")},
+                config=asdict(cfg),
+                dataset={k: index.get(k) for k in ("version", "gt_voxel_mm", "image_size", "lateral")},
                 init_weights=init)
     row = history[-1] if history else {}
     t_start = time.time()
@@ -286,8 +330,12 @@ def train(config: TrainConfig) -> dict:
         sums = torch.zeros(4, device=device)  # loss, ce, bce, count
         for batch in loader:
             b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            lat = ()
+            if two_view:  # every step runs the lateral path (DDP: every parameter gets a gradient)
+                keep = (torch.rand(len(b["has_lat"]), device=device) >= cfg.lat_dropout).float()
+                lat = (b["image_lat"], b["P_lat"], b["has_lat"] * keep)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = net(b["image"], b["P"], b["iso"], b["box_scale"], b["points"])
+                logits = net(b["image"], b["P"], b["iso"], b["box_scale"], b["points"], *lat)
             loss, ce, bce = _loss(logits, b["labels"], class_w, cfg.bce_weight)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

@@ -1,0 +1,354 @@
+"""A clinical film model: what real chest radiographs hold that a DRR of a cropped CT lacks.
+
+Issue 14, item 3. :func:`X2BRLib.dataset.film.develop` calls :func:`attenuate` on the line
+integrals (before the detector: physical additions) and :func:`finish` on the processed
+image (before its last robust normalisation, so a simulated film ends as a real one read by
+:func:`X2BRLib.imaging.robust_normalise`). Every effect has a probability and a documented
+range in :data:`CLINICAL_RANGES`; :func:`sample_clinical` draws them from one generator
+(``film.sample_film`` seeds it from the case's ``noise_seed``, so the case's other draws
+stay what they were), and shapes (wires, letters) come from the drawn ``seed``:
+reproducible. Nothing moves or rotates the image: bones stay under their projections.
+
+``dose``: the photon count times ``gain`` (log-uniform): a network-size film is a real film
+downsampled, each pixel the mean of many detector pixels, so far less noisy than one pixel.
+
+Line-integral effects (``attenuate``), L dimensionless, ``MU_WATER_PER_MM`` per mm of tissue:
+- ``extend``: the prepared CTs are cropped to the chest, so a DRR ends in straight edges where
+  the body was cut. Outside the CT's support every pixel takes the line integral of the nearest
+  body pixel, fading over ``reach`` x (that tissue's water-equivalent thickness): thick cuts
+  (shoulders, neck, abdomen) continue and round off, natural body outlines (L ~ 0) add nothing;
+  below the body the abdomen continues ``abdomen_reach`` times farther, above it a neck band
+  (``neck_width`` of the body's width) continues to the film's edge.
+- ``arms``: soft-tissue cylinders (``arm_radius_mm``) beside the chest, frontal views only.
+- ``breasts``: soft-tissue half-ellipsoids over the lower chest (two on a frontal film, one at
+  the front of a lateral one), ``breast_mm`` thick at the centre.
+- ``ecg``: electrodes (disks with a bright snap) and thin wires (smooth curves) to the field's
+  edge, and with ``TUBE_PROBABILITY`` a tube down the midline; metal and plastic add ``wire_L``.
+- ``heel``: the anode heel effect, a linear exposure ramp of ``heel`` across the film.
+
+Image effects (``finish``), image in [0, 1], bone bright:
+- ``multiscale``: vendor processing (MUSICA-like): the image split into band-pass layers at
+  scales 0.5, 1, 2, ... % of the film width; coarse layers compressed (``low_gain``), fine ones
+  boosted (``detail_gain``) through a soft saturation, then a film-like sigmoid look-up curve
+  (``lut_center``, ``lut_width``).
+- ``collimation``: shutters near the body's edges (hide any straight CT edge left) with a soft
+  penumbra; outside them the film is white (unexposed), black (electronic masking) or grey.
+- ``markers``: burnt-in text and lead letters (L/R, PA/AP, PORTABLE, ...), bright or dark, in
+  the film's corners and upper sides, some on a block.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from ..drr import MU_WATER_PER_MM
+
+CLINICAL_PROBABILITY = 0.85  # share of sample_film's films that get the clinical model
+CLINICAL_RANGES = {
+    # effect: (probability, {parameter: (low, high)})
+    "dose": (1.0, {"gain": (3.0, 30.0)}),  # photons x gain: a 256 px film averages many detector pixels
+    "extend": (0.95, {"reach": (0.4, 1.0), "abdomen_reach": (2.0, 6.0), "neck_width": (0.22, 0.38)}),
+    "arms": (0.4, {"arm_radius_mm": (35.0, 55.0), "arm_gap_mm": (0.0, 40.0)}),
+    "breasts": (0.35, {"breast_mm": (10.0, 40.0), "breast_width": (0.16, 0.24)}),
+    "ecg": (0.4, {"electrodes": (2, 9), "wire_L": (0.15, 0.9)}),
+    "heel": (0.5, {"heel": (-0.25, 0.25)}),
+    "multiscale": (0.8, {"low_gain": (0.4, 0.9), "detail_gain": (1.0, 1.8), "lut_center": (0.4, 0.6),
+                         "lut_width": (0.12, 0.3)}),
+    "collimation": (0.45, {"margin": (-0.01, 0.12), "penumbra_px": (0.5, 3.0)}),
+    "markers": (0.7, {"count": (1, 3), "text_height": (0.02, 0.045)}),
+}
+TUBE_PROBABILITY = 0.3  # of a film with ECG leads: also a tube down the midline
+_COLLIMATION_FILL = {"white": 0.55, "black": 0.3, "grey": 0.15}
+_TEXTS = ("L", "R", "L", "R", "PA", "AP", "AP PORTABLE", "PORTABLE", "SUPINE", "ERECT", "AP ERECT MOBILE",
+          "SITTING", "INSP", "1", "2", "L pa", "R ap")
+
+
+@dataclass
+class ClinicalParams:
+    """Drawn effects: each is None (off) or a dict of its parameters (see CLINICAL_RANGES)."""
+
+    seed: int
+    dose: dict | None = None
+    extend: dict | None = None
+    arms: dict | None = None
+    breasts: dict | None = None
+    ecg: dict | None = None
+    heel: dict | None = None
+    multiscale: dict | None = None
+    collimation: dict | None = None
+    markers: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ClinicalParams | None":
+        if d is None:
+            return None
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+def sample_clinical(rng: np.random.Generator, view: str) -> ClinicalParams:
+    """Draw every effect (on with its probability; its parameters uniform in their ranges)."""
+    cp = ClinicalParams(seed=int(rng.integers(2**31)))
+    for name, (p, ranges) in CLINICAL_RANGES.items():
+        on = rng.uniform() < p
+        vals = {k: (int(rng.integers(lo, hi + 1)) if isinstance(lo, int) else float(rng.uniform(lo, hi)))
+                for k, (lo, hi) in ranges.items()}
+        if name == "dose":
+            vals["gain"] = float(np.exp(rng.uniform(*np.log(ranges["gain"]))))
+        if name == "arms" and view not in ("PA", "AP"):
+            on = False
+        if name == "collimation":
+            vals["fill"] = str(rng.choice(list(_COLLIMATION_FILL), p=list(_COLLIMATION_FILL.values())))
+            vals["sides"] = [bool(s) for s in rng.uniform(size=4) < 0.8]  # left, right, top, bottom
+        setattr(cp, name, vals if on else None)
+    return cp
+
+
+# ---------------------------------------------------------------------------- geometry of the body
+def _body(L: np.ndarray, threshold: float = 0.05):
+    """Support of the body in the line integrals: mask (H, W) bool and its bounding box
+    (r0, r1, c0, c1), or None when the film is empty."""
+    from scipy import ndimage
+
+    mask = ndimage.binary_fill_holes(L > threshold)
+    if not mask.any():
+        return None, None
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    return mask, (rows[0], rows[-1], cols[0], cols[-1])
+
+
+def _anterior_sign(view: str) -> int:
+    """Image column direction of the patient's front on a lateral film (+1: toward higher u)."""
+    return -1 if view == "LL" else 1  # LL: columns toward the back; RL: toward the front
+
+
+def _draw(shape, draw_fn, scale: int = 2) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: anti-aliased PIL drawing (draw_fn(ImageDraw, scale)) at scale x."""
+    from PIL import Image, ImageDraw
+
+    h, w = shape
+    canvas = Image.new("L", (w * scale, h * scale), 0)
+    draw_fn(ImageDraw.Draw(canvas), scale)
+    return np.asarray(canvas.resize((w, h), Image.BOX), np.float32) / 255.0
+
+
+# ---------------------------------------------------------------------------- line-integral effects
+def attenuate(L: np.ndarray, cp: ClinicalParams, view: str, px_mm: float) -> np.ndarray:
+    """(H, W) line integrals -> (H, W) float64 line integrals with the physical effects added.
+
+    px_mm: detector pixel size at the patient (detector spacing / magnification), mm."""
+    L = np.array(L, np.float64)
+    mask, box = _body(L)
+    if mask is None:
+        return L
+    h, w = L.shape
+    rng = np.random.default_rng([cp.seed, 1])
+    r0, r1, c0, c1 = box
+    vv, uu = np.mgrid[0:h, 0:w].astype(np.float64)
+    if cp.extend:
+        e = cp.extend
+        sides = {"top": (lambda a: a, lambda a: a), "bottom": (np.flipud, np.flipud),
+                 "left": (np.transpose, np.transpose), "right": (lambda a: np.flipud(a.T), lambda a: np.flipud(a).T)}
+        for side, (fwd, back) in sides.items():
+            reach = e["reach"] * (e["abdomen_reach"] if side == "bottom" else 1.0)
+            L = back(_extend_top(fwd(L), fwd(mask), px_mm, reach, e["neck_width"] if side == "top" else 0.0))
+    if cp.arms:
+        a = cp.arms
+        r = a["arm_radius_mm"] / px_mm
+        for side in (-1, 1):
+            uc = (c0 if side < 0 else c1) + side * (a["arm_gap_mm"] / px_mm + r)
+            chord = 2.0 * np.sqrt(np.clip(r * r - (uu - uc) ** 2, 0.0, None)) * px_mm
+            top = r0 + 0.05 * (r1 - r0)
+            fade = np.clip((vv - top) / max(1.0, r), 0.0, 1.0)
+            L = L + MU_WATER_PER_MM * chord * fade
+    if cp.breasts:
+        b = cp.breasts
+        rx = b["breast_width"] * (c1 - c0)
+        ry = 0.6 * rx
+        vc = r0 + rng.uniform(0.55, 0.75) * (r1 - r0)
+        if view in ("PA", "AP"):
+            centres = [0.5 * (c0 + c1) + s * rng.uniform(0.18, 0.3) * (c1 - c0) for s in (-1, 1)]
+        else:
+            front = c1 if _anterior_sign(view) > 0 else c0
+            centres = [front - _anterior_sign(view) * 0.5 * rx]
+        for uc in centres:
+            dy = (vv - vc) / np.where(vv < vc, 3.0 * ry, ry)  # fades into the chest wall above
+            rr = ((uu - uc) / rx) ** 2 + dy ** 2
+            L = L + MU_WATER_PER_MM * b["breast_mm"] * np.sqrt(np.clip(1.0 - rr, 0.0, None))
+    if cp.ecg:
+        L = L + cp.ecg["wire_L"] * _ecg_layer(L.shape, box, cp.ecg, rng, px_mm)
+    if cp.heel:
+        L = L + cp.heel["heel"] * (vv / max(h - 1, 1) - 0.5)
+    return np.maximum(L, 0.0)
+
+
+def _extend_top(L, mask, px_mm: float, reach: float, neck_width: float):
+    """Continue a straight (maybe tilted) cut at the top of the body's support upward (other sides:
+    the caller flips or transposes). Per column: the mean line integral a little inside the cut
+    (past the projected edge's ramp), smoothed along the cut, fading as a cylinder's chord over
+    ``reach`` x its water-equivalent thickness; a central neck band (``neck_width`` of the body's width) continues to the edge.
+    No straight cut on this side (its first rows do not line up): L unchanged."""
+    from scipy import ndimage
+
+    h, w = L.shape
+    cols = np.nonzero(mask.any(0))[0]
+    if len(cols) < 4:
+        return L
+    first = np.argmax(mask, 0).astype(np.float64)
+    core = cols[int(0.1 * len(cols)):int(0.9 * len(cols)) + 1]
+    line = np.polyval(np.polyfit(core, first[core], 1), np.arange(w))  # the cut may be tilted
+    resid = np.abs(first - line)
+    if np.mean(resid[core] <= max(2, h // 80)) < 0.5:
+        return L
+    k = max(2, int(round(0.06 * h)))  # past the ramp of the cut seen obliquely by the cone beam
+    cut = mask.any(0) & (resid <= k)  # columns of the cut, not the body's flanks
+    inner = np.clip(np.round(line).astype(int) + k, 0, h - 1)  # one straight line: no per-column steps
+    band_rows = np.clip(inner[None, :] + np.arange(k)[:, None], 0, h - 1)
+    e = np.where(cut, L[band_rows, np.arange(w)[None, :]].mean(0), 0.0)
+    sig = max(1.0, 0.04 * w)  # soft tissue: no rib or lung pattern; normalised over the cut's columns
+    span = np.nonzero(cut)[0]
+    span = (np.arange(w) >= span[0]) & (np.arange(w) <= span[-1])  # bridge gaps in the cut
+    e = ndimage.gaussian_filter1d(e, sig) / np.maximum(ndimage.gaussian_filter1d(cut * 1.0, sig), 1e-6) \
+        * ndimage.gaussian_filter1d(span * 1.0, sig)  # soft ends: rounded, not a slab with corners
+    reach_px = reach * e / MU_WATER_PER_MM / px_mm
+    if neck_width > 0:
+        mid, half = 0.5 * (cols[0] + cols[-1]), 0.5 * neck_width * (cols[-1] - cols[0])
+        band = np.clip((half - np.abs(np.arange(w) - mid)) / max(2.0, 0.2 * half), 0.0, 1.0)
+    else:
+        band = np.zeros(w)
+    rows = np.arange(h)[:, None]
+    d = (inner[None, :] - rows).astype(np.float64)  # pixels above the inner line
+    ext = e * np.sqrt(np.clip(1.0 - np.maximum(d, 0.0) / np.maximum(reach_px, 1e-6), 0.0, 1.0))
+    ext = ndimage.gaussian_filter(np.maximum(ext, 0.6 * band * e), max(1.0, 0.006 * h))  # a smooth outline
+    # beyond the inner line the ramp of the cut is lifted to the continuation (what is denser, bone,
+    # stays), blended over a few rows: no ripple for the processing to sharpen into lines
+    return L + np.clip(d / 3.0 + 0.5, 0.0, 1.0) * np.maximum(ext - L, 0.0)
+
+
+def _ecg_layer(shape, box, e: dict, rng: np.random.Generator, px_mm: float) -> np.ndarray:
+    """(H, W) in [0, ~2]: electrodes (ring + snap) and wires from each to the film's edge."""
+    h, w = shape
+    r0, r1, c0, c1 = box
+    n = int(e["electrodes"])
+    centres = np.stack([rng.uniform(c0, c1, n), rng.uniform(r0, r0 + 0.85 * (r1 - r0), n)], 1)
+    rad = rng.uniform(4.0, 8.0, n) / px_mm
+    ends = []
+    for u, v in centres:  # each wire leaves toward the nearest side or the bottom
+        side = rng.integers(3)
+        ends.append((rng.uniform(-0.1, 0.0) * w if side == 0 else (w * rng.uniform(1.0, 1.1) if side == 1
+                     else rng.uniform(0, w)), h * rng.uniform(1.0, 1.1) if side == 2 else rng.uniform(0, h)))
+    width_px = max(1.0, 1.2 / px_mm)
+    tube = rng.uniform() < TUBE_PROBABILITY
+    tube_x = 0.5 * (c0 + c1) + rng.uniform(-0.05, 0.05) * (c1 - c0)
+    tube_end = r0 + rng.uniform(0.2, 0.9) * (r1 - r0)
+    bends = rng.normal(0.0, 0.25, (n, 2))
+
+    def draw(d, s):
+        for (u, v), r, (eu, ev), bend in zip(centres, rad, ends, bends):
+            mid = np.array([(u + eu) / 2, (v + ev) / 2]) + bend * np.hypot(eu - u, ev - v)
+            t = np.linspace(0, 1, 64)[:, None]
+            pts = (1 - t) ** 2 * np.array([u, v]) + 2 * (1 - t) * t * mid + t ** 2 * np.array([eu, ev])
+            d.line([tuple(p * s) for p in pts], fill=140, width=max(1, int(round(width_px * s))))
+            d.ellipse([(u - r) * s, (v - r) * s, (u + r) * s, (v + r) * s], outline=200,
+                      width=max(1, int(round(0.25 * r * s))))
+            d.ellipse([(u - 0.3 * r) * s, (v - 0.3 * r) * s, (u + 0.3 * r) * s, (v + 0.3 * r) * s], fill=255)
+        if tube:
+            d.line([(tube_x * s, -2), ((tube_x + 0.02 * w) * s, tube_end * s)], fill=110,
+                   width=max(1, int(round(2.5 * width_px * s))))
+
+    return 2.0 * _draw(shape, draw)
+
+
+# ---------------------------------------------------------------------------- image effects
+def finish(img: np.ndarray, cp: ClinicalParams, L: np.ndarray) -> np.ndarray:
+    """(H, W) processed image in [0, 1] -> (H, W) float32 with processing, collimation and
+    markers. L: the line integrals (with attenuate's effects), for the body's extent."""
+    img = np.asarray(img, np.float32)
+    h, w = img.shape
+    rng = np.random.default_rng([cp.seed, 2])
+    if cp.multiscale:
+        img = _multiscale(img, cp.multiscale)
+    mask, box = _body(L)
+    if cp.collimation and box is not None:
+        img = _collimate(img, box, cp.collimation, rng)
+    if cp.markers:
+        img = _markers(img, cp.markers, rng)
+    return img.astype(np.float32)
+
+
+def _multiscale(img: np.ndarray, m: dict) -> np.ndarray:
+    """Band-pass layers at 0.5, 1, 2, 4, 8, 16 % of the width: the finest (noise) kept, the next
+    ones boosted through a soft saturation, coarse ones compressed; then a sigmoid look-up curve. Returns [0, 1]."""
+    from scipy import ndimage
+
+    w = img.shape[1]
+    sig = [max(0.5, f * w) for f in (0.005, 0.01, 0.02, 0.04, 0.08, 0.16)]
+    lows = [img] + [ndimage.gaussian_filter(img, s) for s in sig]
+    out = lows[-1] * m["low_gain"]
+    for k in range(len(sig)):
+        band = lows[k] - lows[k + 1]
+        gain = 1.0 if k == 0 else np.interp(k, [1, len(sig) - 1], [m["detail_gain"], m["low_gain"]])
+        amp = float(np.percentile(np.abs(band), 99)) + 1e-6
+        out = out + gain * amp * np.tanh(band / amp)
+    lo, hi = np.percentile(out, (0.5, 99.5))
+    x = (out - lo) / max(hi - lo, 1e-6)
+    y = 1.0 / (1.0 + np.exp(-(x - m["lut_center"]) / m["lut_width"]))
+    y0, y1 = 1.0 / (1.0 + np.exp(m["lut_center"] / m["lut_width"])), \
+        1.0 / (1.0 + np.exp(-(1.0 - m["lut_center"]) / m["lut_width"]))
+    return np.clip((y - y0) / (y1 - y0), 0.0, 1.0)
+
+
+def _collimate(img, box, c: dict, rng) -> np.ndarray:
+    """Shutters at ``margin`` (fraction of the body's size; < 0: just inside it) beyond the body's
+    box on the drawn sides, a soft penumbra; outside them a white, black or grey fill."""
+    from scipy import ndimage
+
+    h, w = img.shape
+    r0, r1, c0, c1 = box
+    bw, bh = c1 - c0, r1 - r0
+    m = [c["margin"] + rng.uniform(-0.01, 0.03) for _ in range(4)]
+    edges = [c0 - m[0] * bw, c1 + m[1] * bw, r0 - m[2] * bh, r1 + m[3] * bh]
+    vv, uu = np.mgrid[0:h, 0:w].astype(np.float32)
+    inside = np.ones((h, w), np.float32)
+    for on, d in zip(c["sides"], (uu - edges[0], edges[1] - uu, vv - edges[2], edges[3] - vv)):
+        if on:
+            inside = np.minimum(inside, np.clip(d + 0.5, 0.0, 1.0))
+    inside = ndimage.gaussian_filter(inside, c["penumbra_px"])
+    fill = {"white": rng.uniform(0.9, 1.0), "black": rng.uniform(0.0, 0.08), "grey": rng.uniform(0.3, 0.7)}[c["fill"]]
+    fill = fill + rng.normal(0.0, 0.01, img.shape)
+    return img * inside + fill * (1.0 - inside)
+
+
+def _markers(img, mk: dict, rng) -> np.ndarray:
+    """Burnt-in text and lead letters in the corners and upper sides; some on a block."""
+    from PIL import ImageFont
+
+    h, w = img.shape
+    out = img.copy()
+    for _ in range(int(mk["count"])):
+        text = str(rng.choice(_TEXTS))
+        size = max(6, int(round(mk["text_height"] * h * rng.uniform(0.8, 1.3))))
+        font = ImageFont.load_default(size=2 * size)
+        x = rng.choice([rng.uniform(0.01, 0.18), rng.uniform(0.7, 0.95)]) * w
+        y = rng.choice([rng.uniform(0.01, 0.15), rng.uniform(0.15, 0.4), rng.uniform(0.8, 0.93)]) * h
+        bright = rng.uniform() < 0.8
+        block = rng.uniform() < 0.25
+
+        def draw(d, s, text=text, font=font, x=x, y=y):
+            d.text((x * s, y * s), text, fill=255, font=font)
+
+        ink = _draw(img.shape, draw)
+        if block:
+            from scipy import ndimage
+
+            pad = ndimage.binary_dilation(ink > 0.1, iterations=max(2, size // 3))
+            rows, cols = np.nonzero(pad.any(1))[0], np.nonzero(pad.any(0))[0]
+            if len(rows):
+                bg = 0.05 if bright else 0.95
+                out[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = bg
+        value = rng.uniform(0.92, 1.0) if bright else rng.uniform(0.0, 0.1)
+        out = out * (1.0 - ink) + value * ink
+    return out
