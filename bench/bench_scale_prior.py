@@ -11,7 +11,11 @@ virtual patients' own size factor is part of the truth: a prior cannot know it, 
 percent remains even for a perfect prior.
 
     .venv/bin/python bench/bench_scale_prior.py --prepared .prepared [--cases 20] [--films 12]
-        [--voxel-mm 3] [--prior-out PATH]
+        [--voxel-mm 3] [--prior-out PATH] [--detector-films N]
+
+``--detector-films N``: also N rendered films per held-out patient (``bench_scale.simulated_film``:
+test seeds, developed as the dataset builder does), the shipped detector's boxes instead of the
+ground truth's, estimated with both priors.
 
 Prints one row per held-out patient and the pooled summary; ``--prior-out`` also writes the prior
 of all the given patients (what would ship).
@@ -28,6 +32,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 
@@ -35,6 +40,39 @@ def summary(err: np.ndarray) -> str:
     a = np.abs(err[np.isfinite(err)])
     return (f"mean |err| {100 * a.mean():5.1f} %, median {100 * np.median(a):5.1f} %, max {100 * a.max():5.1f} %, "
             f"bias {100 * np.nanmean(err):+5.1f} %, within 10 %: {(a <= 0.10).sum()}/{len(err)}")
+
+
+def detector_part(srcs, train, shipped, n_films: int, seed: int) -> None:
+    """Held-out patients' rendered films, the detector's boxes, both priors."""
+    import warnings
+
+    import build_scale_prior as bsp
+    from bench_scale import simulated_film
+
+    from X2BRLib import scale
+    from X2BRLib.detect.detector import Detector
+
+    warnings.simplefilter("ignore")
+    det = Detector(device="cpu")
+    as_obj = lambda pr: dict(pr, centre_mm_by_label={l_: np.array(c) for l_, c in  # noqa: E731
+                                                      zip(pr["labels"], pr["centre_mm"])})
+    e_sh, e_loo = [], []
+    print(f"\ndetector boxes on {n_films} rendered films per held-out patient:")
+    for src in srcs:
+        prior = as_obj(bsp.build_prior({q: c for q, c in train.items() if q != src.name}, {"name": "loo"}))
+        for i in range(n_films):
+            image, geom, _ = simulated_film(src, seed, i)
+            dets = det.detect(image, conf=scale.MIN_CONFIDENCE)
+            truth = geom.spacing_mm[0]
+            row = []
+            for pr, out in ((as_obj(shipped), e_sh), (prior, e_loo)):
+                est = scale.estimate_spacing(dets, geom, geom, pr)
+                out.append(np.nan if est is None else est["spacing_mm"][0] / truth - 1)
+                row.append(out[-1])
+            print(f"  {src.name} film {i}: {len(dets)} boxes; shipped {100 * row[0]:+.1f} %, "
+                  f"leave-one-out {100 * row[1]:+.1f} %", flush=True)
+    print(f"  leave-one-out prior:  {summary(np.array(e_loo))}")
+    print(f"  shipped prior:        {summary(np.array(e_sh))} (includes its own patient)")
 
 
 def main(argv=None) -> int:
@@ -50,6 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shipped", default=str(scale.PRIOR_PATH), help="the prior to compare with")
     ap.add_argument("--prior-out", default=None)
+    ap.add_argument("--detector-films", type=int, default=0)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     srcs = bsp.load_sources(args.prepared)
@@ -84,6 +123,8 @@ def main(argv=None) -> int:
         print(f"  shipped, patients not in it: {summary(np.concatenate(errs['shipped_held_out']))}")
         loo_same = [e for p, e in zip(train, errs["loo"]) if p not in in_shipped]
         print(f"  leave-one-out, same patients: {summary(np.concatenate(loo_same))}")
+    if args.detector_films:
+        detector_part(srcs, train, shipped, args.detector_films, args.seed)
     if args.prior_out:
         prior = bsp.build_prior(train, {"name": f"{len(train)} patients' virtual patients"})
         Path(args.prior_out).write_text(json.dumps(prior, indent=1) + "\n")
