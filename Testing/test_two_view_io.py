@@ -152,6 +152,25 @@ def test_a_lateral_without_spacing_takes_the_pa_films_and_says_so(tmp_path, samp
     assert given.record["spacing"]["source"] == "user" and given.radiograph.geometry.spacing_mm == (1.6, 1.6)
 
 
+
+def test_an_untagged_lateral_stored_mirrored_is_flipped_and_said(tmp_path, sample_patient, detector, frontal_checked):
+    """A PNG lateral with its back on the left (how most untagged exports come): the detector's vertebrae
+    and sternum show it, the film is turned to the LL display (back on the right) and a warning says so;
+    a view the user names is trusted (warning only)."""
+    frontal, dets = frontal_checked
+    png = write_radiograph_png(tmp_path / "lat.png", sample_patient[3][:, ::-1])
+    with pytest.warns(UserWarning, match="stored mirrored .* flipped left-right to be read as LL"):
+        lat = pair.prepare_lateral(frontal, dets, png, detector, (256, 256))
+    assert lat.record["mirror_check"]["corrected"] and lat.record["flipped"] == ["columns"]
+    assert lat.record["mirror_check"]["back_side"] == "left"  # as stored
+    labels, origin, spacing, _, _ = sample_patient
+    uv, _ = lat.geometry.project(origin + np.argwhere(labels == 32) * spacing)  # T7 now on the back side
+    u, v = np.rint(uv.mean(0)).astype(int)
+    assert 128 < u < 256 and lat.image[v - 2:v + 3, u - 2:u + 3].mean() > np.median(lat.image)
+    with pytest.warns(UserWarning, match="looks mirrored"):
+        kept = pair.prepare_lateral(frontal, dets, png, detector, (256, 256), view="LL")
+    assert kept.record["flipped"] == [] and not kept.record["mirror_check"].get("corrected")
+
 # ---------------------------------------------------------------------- checks from the bones
 def _oracle_detections(labels, origin, spacing, geom, mirror=False):
     """Boxes of the virtual patient's bones on a film (the dataset's bone_boxes), as detections."""

@@ -11,7 +11,8 @@ What it reads from the lateral, in order:
 * view: the user's ``--lateral-view`` (LL / RL), else DICOM ViewPosition (LL, RL; LATERAL / LAT
   take the side from PatientOrientation ``P\\F`` = LL, ``A\\F`` = RL), else LL; a film whose
   columns run the other way than its view is displayed is flipped (``X2BRLib.io.radiograph``);
-  a film without tags is checked from the image (:func:`mirror_evidence`): one warning line when
+  a film without tags is checked from the image (:func:`mirror_evidence`): flipped (and said) when
+  the detector's vertebrae and sternum show it stored mirrored and no view was given; else one warning line when
   its back looks to be on the wrong side;
 * pixel spacing: the user's ``--lateral-pixel-spacing``, else the file's, else the frontal film's
   chosen spacing (the same detector is assumed: a warning says so);
@@ -251,8 +252,19 @@ def prepare_lateral(frontal: Radiograph, frontal_dets, source, detector, image_s
     mirror = {"back_side": None, "from": None, "contrast": None, "looks_mirrored": False}
     if lateral.meta.get("view_source") != "ViewPosition" or lateral.meta.get("patient_orientation") is None:
         mirror = mirror_evidence(det_image, lateral.geometry.view, dets)
-        if mirror["looks_mirrored"]:
-            want = "right" if lateral.geometry.view == "LL" else "left"
+        want = "right" if lateral.geometry.view == "LL" else "left"
+        if mirror["looks_mirrored"] and mirror["from"] == "detector" and view is None:
+            # the detector's vertebrae and sternum say where the back is: a film stored mirrored (common for
+            # untagged exports) is turned to the view's display, and the user is told; a view the user named wins
+            lateral = replace(lateral, image=np.ascontiguousarray(lateral.image[:, ::-1]),
+                              meta={**lateral.meta, "flipped": list(lateral.meta.get("flipped", [])) + ["columns"]})
+            det_image, det_geom = to_network_input(lateral, size)
+            dets = detector.detect(det_image, conf=filmcheck.REFUSE_BELOW_CONFIDENCE)
+            mirror = {**mirror, "corrected": True}
+            new.append(f"the lateral film was stored mirrored (its spine on the {mirror['back_side']}, judged from "
+                       f"the bone detector's vertebrae and sternum): flipped left-right to be read as "
+                       f"{lateral.geometry.view} (back on the {want}); pass --lateral-view to read it otherwise")
+        elif mirror["looks_mirrored"]:
             new.append(f"the lateral film looks mirrored: its back (spine) seems to be on the {mirror['back_side']}, "
                        f"but an {lateral.geometry.view} film is shown with the back on the {want} "
                        f"(judged from the {mirror['from']}); flip it or pass --lateral-view "
