@@ -35,7 +35,7 @@ N_BONES = 45
 # at least FRONTAL_MIN_BONES bones at WARN_CONFIDENCE with at least FRONTAL_MIN_RIBS ribs of each
 # side whose mean centres lie FRONTAL_MIN_RIB_SEPARATION of the image width apart (left ribs to
 # the image's right). On a lateral film the two sides overlap. Settings read off
-# bench/bench_pair_views.py on the gallery (bench/results/pair_views_cpu.txt).
+# bench/bench_pair_views.py on the gallery with detector v1 (bench/results/pair_views_v1_cpu.txt).
 FRONTAL_MIN_BONES = 10
 FRONTAL_MIN_RIBS = 3
 FRONTAL_MIN_RIB_SEPARATION = 0.3
