@@ -24,6 +24,9 @@ from .shipped import resource
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = resource("Models", "x2b")
+# with a lateral film and no --weights: the shipped two-view model (its card: trained on five patients, one of
+# them under CC BY-NC 4.0; the one-film default stays the model whose data carry no non-commercial term)
+DEFAULT_TWO_VIEW_WEIGHTS = resource("Models", "x2b_v6")
 
 # MISE settings per quality: start fine enough that ribs (8-12 mm) are not lost.
 QUALITY = {
@@ -139,7 +142,9 @@ class Reconstructor:
         self.options = options or ReconstructOptions()
         self.device = resolve_device(self.options.device)
         t0 = time.perf_counter()
-        weights = self.options.weights or DEFAULT_WEIGHTS
+        weights = self.options.weights or (DEFAULT_TWO_VIEW_WEIGHTS if self.options.lateral is not None
+                                           else DEFAULT_WEIGHTS)
+        self.weights_path = weights
         self.model = load_model(weights, self.device)
         self.record = dict(getattr(self.model, "record", {}))
         self.image_size = tuple(self.record.get("image_size", (256, 256)))
@@ -193,12 +198,14 @@ class Reconstructor:
         """InputError unless the loaded X2B weights read a PA and a lateral film (config views == 2)."""
         if int(getattr(self.model, "config", {}).get("views", 1)) != 2:
             raise InputError("these weights read one film; a lateral film needs two-view weights: train them "
-                             "with `x2br train --views 2` on a dataset built with --lateral",
-                             self.options.weights or DEFAULT_WEIGHTS)
+                             f"with `x2br train --views 2` on a dataset built with --lateral, or use the "
+                             f"shipped two-view model ({DEFAULT_TWO_VIEW_WEIGHTS})", self.weights_path)
 
     def model_info(self) -> dict:
         keys = ("name", "version", "encoder", "sha256", "code_commit", "image_size")
         info = {k: self.record[k] for k in keys if k in self.record}
+        info["weights"] = str(self.weights_path)
+        info["views"] = int(getattr(self.model, "config", {}).get("views", 1))
         if self.refiner is not None:
             info["detector"] = dict(self.refiner.detector.info)
         return info

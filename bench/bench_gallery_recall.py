@@ -52,7 +52,7 @@ def box_iou(a, b) -> float:
     if iw <= 0 or ih <= 0:
         return 0.0
     area = lambda r: (r[2] - r[0] + 1.0) * (r[3] - r[1] + 1.0)  # noqa: E731
-    return iw * ih / (area(a) + area(b) - iw * ih)
+    return float(iw * ih / (area(a) + area(b) - iw * ih))
 
 
 def x2b_agreement(recon, det, path, conf: float) -> dict:
