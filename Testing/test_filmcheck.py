@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from X2BRLib.filmcheck import NotAChestFilmError, check_and_scale, neighbour_correlation
+from X2BRLib.filmcheck import NotAChestFilmError, check_and_scale, layout_checks, neighbour_correlation
 from X2BRLib.io.radiograph import read_radiograph
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +55,24 @@ def test_the_sample_film_is_not_refused_and_draws_no_warning(detector):
     check = out.meta["film_check"]
     assert not check["refused"] and not check["warnings"] and check["bones_conf_0.25"] >= 40
     assert out.meta["scale"]["source"] == "file"
+
+
+def test_bones_out_of_the_frontal_layout_or_sides_overlapping_draw_a_warning(detector):
+    """The sample film's own detections pass; the same boxes given to other bones (out of the
+    chest's layout) or the left ribs moved onto the right ones (as on a lateral) are warned about."""
+    from dataclasses import replace
+
+    _, dets = check_and_scale(read_radiograph(SAMPLE_FILM), detector)
+    ok = layout_checks(dets, detector.imgsz)
+    assert not ok["warnings"] and ok["layout_residual_mm"] < 25 and ok["rib_side_separation"] > 0.3
+    boxes = [d.box_px for d in dets]
+    shuffled = [replace(d, box_px=boxes[(i * 7) % len(boxes)]) for i, d in enumerate(dets)]
+    out = layout_checks(shuffled, detector.imgsz)
+    assert out["layout_residual_mm"] > 25 and any("do not sit where a frontal" in w for w in out["warnings"])
+    right = {d.label - 12: d.box_px for d in dets if 13 <= d.label <= 24}
+    overlapped = [replace(d, box_px=right[d.label]) if d.label in right else d for d in dets]
+    out = layout_checks(overlapped, detector.imgsz)
+    assert out["rib_side_separation"] < 0.15 and any("looks like a lateral film" in w for w in out["warnings"])
 
 
 def test_reconstruct_refuses_noise_with_one_line_and_writes_nothing(tmp_path, capsys):

@@ -245,6 +245,18 @@ def test_a_lateral_given_as_the_film_is_refused(tmp_path, sample_patient):
         pair.check_views(lat, read_radiograph(PA_FILM))
 
 
+def test_a_lateral_png_given_as_the_main_film_is_warned_about(tmp_path, sample_patient, detector):
+    """Without tags only the bones tell: the lateral's ribs of both sides overlap, and its bones do not
+    fit the frontal layout (issue 14: a lateral film given as the frontal one)."""
+    from X2BRLib.filmcheck import check_and_scale
+
+    png = write_radiograph_png(tmp_path / "lat.png", sample_patient[3])
+    out, _ = check_and_scale(read_radiograph(png, default_spacing_mm=None), detector)
+    fc = out.meta["film_check"]
+    assert not fc["refused"] and fc["rib_side_separation"] < 0.15 and fc["layout_residual_mm"] > 25
+    assert any("looks like a lateral film" in w for w in out.warnings)
+
+
 @pytest.mark.parametrize("who, words", [({"patient_id": "SOMEONE-ELSE"}, "different patients (their PatientID differ)"),
                                         ({"study_uid": "1.2.3.4.5"}, "different studies (their StudyInstanceUID differ)")])
 def test_films_of_different_patients_or_studies_are_refused(tmp_path, sample_patient, who, words):

@@ -8,7 +8,11 @@ Two kinds of evidence:
   above 0.9 for every real film of the gallery);
 * the bone detector (YOLOv9t, 45 bones): a film on which it finds no bone at all, even at
   confidence 0.1, is refused; one on which it finds few with confidence >= 0.25 gets a warning
-  (a lateral film, another body part, a child, or a film unlike the training films).
+  (a lateral film, another body part, a child, or a film unlike the training films);
+* where the bones it finds sit (:func:`layout_checks`): a warning when their box centres do not
+  fit the frontal chest's bone layout (``scale.fit_layout``'s residual) or when the left and right
+  ribs overlap as on a lateral film. Detector v2 learned lateral films and finds many "bones" on
+  photographs and CT slices, so the count alone no longer tells those apart.
 
 Refusals raise :class:`NotAChestFilmError` (an InputError: one line, exit 2) unless forced
 (``x2br reconstruct --force``); the result of every check is kept for report.json. The
@@ -31,10 +35,17 @@ N_BONES = 45
 # at least FRONTAL_MIN_BONES bones at WARN_CONFIDENCE with at least FRONTAL_MIN_RIBS ribs of each
 # side whose mean centres lie FRONTAL_MIN_RIB_SEPARATION of the image width apart (left ribs to
 # the image's right). On a lateral film the two sides overlap. Settings read off
-# bench/bench_pair_views.py on the gallery (bench/results/pair_views_cpu.txt).
+# bench/bench_pair_views.py on the gallery with detector v1 (bench/results/pair_views_v1_cpu.txt).
 FRONTAL_MIN_BONES = 10
 FRONTAL_MIN_RIBS = 3
 FRONTAL_MIN_RIB_SEPARATION = 0.3
+# The main film: a warning when the bones found (>= scale.MIN_BONES) fit the frontal layout prior
+# with an RMS residual above LAYOUT_MAX_RESIDUAL_MM (gallery adults 5.9-17.7 mm, laterals 86-115 mm,
+# photographs and CT slices 9.8-103 mm), or when the ribs of each side (>= FRONTAL_MIN_RIBS) lie
+# less than SIDE_MIN_RIB_SEPARATION of the width apart (gallery frontal films >= 0.23, laterals
+# <= -0.008). Settings read off bench/bench_filmcheck.py with detector v2 (bench/results/filmcheck_cpu.txt).
+LAYOUT_MAX_RESIDUAL_MM = 25.0
+SIDE_MIN_RIB_SEPARATION = 0.15
 
 
 class NotAChestFilmError(InputError):
@@ -88,6 +99,27 @@ def detection_checks(detections) -> dict:
     return out
 
 
+def layout_checks(detections, width_px: int) -> dict:
+    """Do the bones found sit where a frontal chest's do? detections on the network image
+    (width_px wide). Returns {"layout_residual_mm" (RMS residual of ``scale.fit_layout``, None
+    without a fit), "rib_side_separation", "warnings": [...]}."""
+    from .scale import fit_layout
+
+    fit = fit_layout(detections, min_confidence=WARN_CONFIDENCE)
+    res = None if fit is None else fit["residual_rms_mm"]
+    sep = view_evidence(detections, width_px)["rib_side_separation"]
+    warnings = []
+    if res is not None and res > LAYOUT_MAX_RESIDUAL_MM:
+        warnings.append(f"the bones the detector finds do not sit where a frontal chest film's do (layout "
+                        f"residual {res:.0f} mm, a frontal film has < {LAYOUT_MAX_RESIDUAL_MM:.0f} mm): this may "
+                        "not be a frontal chest film (a lateral film, another image, a child); check the result")
+    if sep is not None and sep < SIDE_MIN_RIB_SEPARATION:
+        warnings.append(f"the left and right ribs overlap (centres {sep:.2f} of the width apart, a frontal "
+                        f"film has > {SIDE_MIN_RIB_SEPARATION}): this looks like a lateral film; give the "
+                        "frontal film first (and the lateral with --lateral)")
+    return {"layout_residual_mm": res, "rib_side_separation": sep, "warnings": warnings}
+
+
 def view_evidence(detections, width_px: int) -> dict:
     """Does the detector see a frontal film? detections on the network image (width_px wide).
 
@@ -109,11 +141,15 @@ def check_film(size_px, net_image, detections, force: bool = False, path=None) -
     """Both checks; raises NotAChestFilmError on any refusal unless ``force``.
 
     Returns the record for report.json: {"aspect", "neighbour_correlation", "bones_conf_0.1",
-    "bones_conf_0.25", "mean_confidence", "refused": [...], "forced": bool, "warnings": [...]}."""
+    "bones_conf_0.25", "mean_confidence", "layout_residual_mm", "rib_side_separation" (both left
+    out when refused), "refused": [...], "forced": bool, "warnings": [...]}."""
     img = image_checks(size_px, net_image)
     det = detection_checks(detections)
     refusals = img.pop("refusals") + det.pop("refusals")
     warnings = det.pop("warnings")
+    lay = layout_checks(detections, np.asarray(net_image).shape[1]) if not refusals else {"warnings": []}
+    warnings += lay.pop("warnings")
+    det.update(lay)
     if refusals and not force:
         raise NotAChestFilmError("not a frontal chest radiograph: " + "; ".join(refusals)
                                  + " (pass --force to reconstruct anyway)", path)

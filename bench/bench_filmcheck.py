@@ -14,8 +14,10 @@ with the shipped detector (no ``--force``):
     .venv/bin/python bench/bench_filmcheck.py [--films ../shared/data/films] [--ct-dir ../shared/data/ct]
 
 For each image: verdict (refused / warned / ok), aspect, neighbour correlation, bones found
-at confidence >= 0.1 and >= 0.25, the pixel spacing used (source), the rib-cage width it
-implies (at the isocentre) and the image's longer side in mm (a 35 or 43 cm detector, usually).
+at confidence >= 0.1 and >= 0.25, the layout residual and the ribs' side separation
+(``filmcheck.layout_checks``; empty when refused or not measurable), the pixel spacing used
+(source), the rib-cage width it implies (at the isocentre) and the image's longer side in mm
+(a 35 or 43 cm detector, usually).
 """
 from __future__ import annotations
 
@@ -84,8 +86,8 @@ def main(argv=None) -> int:
     if args.ct_dir:
         cts += sorted(Path(p) for p in glob.glob(str(Path(args.ct_dir) / "*" / "ct.nii.gz")))
     counts = {}
-    print("| image | kind | verdict | aspect | neighbour corr. | bones >= 0.1 | bones >= 0.25 | spacing mm (source) | rib cage mm | field mm |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| image | kind | verdict | aspect | neighbour corr. | bones >= 0.1 | bones >= 0.25 | layout mm | rib sides | spacing mm (source) | rib cage mm | field mm |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         items = [(n, p, "not a chest film") for n, p in make_non_chest(Path(tmp), cts)]
         items.append(("sample_radiograph.dcm", REPO / "Resources" / "SampleData" / "sample_radiograph.dcm",
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
             try:
                 rad = read_radiograph(path, default_spacing_mm=None)
             except InputError as e:
-                verdict, cells = "refused by the reader", [str(e).split(": ")[-1]] + [""] * 6
+                verdict, cells = "refused by the reader", [str(e).split(": ")[-1]] + [""] * 8
             else:
                 try:
                     out, _ = check_and_scale(rad, det)
@@ -110,6 +112,8 @@ def main(argv=None) -> int:
                     verdict = "warned" if fc["warnings"] else "ok"
                 cells = [f"{fc['aspect']:.2f}", f"{fc['neighbour_correlation']:.3f}", str(fc["bones_conf_0.1"]),
                          str(fc["bones_conf_0.25"]),
+                         "" if fc.get("layout_residual_mm") is None else f"{fc['layout_residual_mm']:.1f}",
+                         "" if fc.get("rib_side_separation") is None else f"{fc['rib_side_separation']:.3f}",
                          "" if sc is None else f"{sc['spacing_mm'][0]:.4g} ({sc['source']})",
                          "" if sc is None or sc["chest_width_mm"] is None else f"{sc['chest_width_mm']:.0f}",
                          "" if sc is None else f"{sc['field_mm']:.0f}"]

@@ -8,8 +8,8 @@ each bone (position and size in the frontal film's plane, depth from X2B), this 
 with a confident lateral box along the lateral's column direction ONLY, so that the centre of its
 projected box lands on the detected box centre's column (at the bone's own depth along the
 lateral beam, i.e. with that depth's magnification), by at most ``max_shift_mm``. Bones without a confident box
-keep their place: with no confident box at all (today's detector, trained on frontal films,
-finds little on laterals) the result is the frontal-only placement, unchanged.
+keep their place: with no confident box at all (detector v1, trained on frontal films, found
+little on laterals; v2 learned them) the result is the frontal-only placement, unchanged.
 """
 from __future__ import annotations
 
