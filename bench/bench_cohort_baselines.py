@@ -38,23 +38,6 @@ sys.path.insert(0, str(REPO))
 KEYS = ("iou_all_bone", "iou_mean_per_bone", "chamfer_l1_mm", "hd95_mm")
 
 
-def vote_counts(root: Path, files: list[str], split: str = "train"):
-    """(counts (NUM_CLASSES, V) uint8, shape, mean bone voxel count) over ``files`` (<= 255)."""
-    from X2BRLib.anatomy import NUM_CLASSES
-
-    counts, shape, volumes = None, None, []
-    for name in files[:255]:
-        with np.load(root / split / name) as z:
-            gt = z["gt_labels"]
-        if counts is None:
-            shape = gt.shape
-            counts = np.zeros((NUM_CLASSES, gt.size), np.uint8)
-            flat = np.arange(gt.size)
-        counts[np.minimum(gt.ravel(), NUM_CLASSES - 1), flat] += 1
-        volumes.append(int(np.count_nonzero(gt)))
-    return counts, shape, float(np.mean(volumes))
-
-
 def skeleton(counts, shape, n_cases: int, rule: str, volume: float | None = None) -> np.ndarray:
     """One label volume from vote counts: ``majority`` or ``volume`` (see the module docstring)."""
     from X2BRLib.x2b.evaluate import volume_threshold
@@ -90,7 +73,7 @@ def print_table(title: str, results: dict) -> None:
 
 
 def skeleton_part(root: Path, manifest: dict, test_files, voxel: float) -> None:
-    from X2BRLib.x2b.evaluate import case_patients, mean_skeleton
+    from X2BRLib.x2b.evaluate import case_patients, mean_skeleton, vote_counts
 
     train = manifest["splits"]["train"]
     of = case_patients(manifest, "train")

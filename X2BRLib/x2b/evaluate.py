@@ -68,6 +68,24 @@ def volume_threshold(bone_votes: np.ndarray, volume: float) -> int:
     return int(np.argmin(np.abs(at_least[1:] - float(volume)))) + 1
 
 
+def vote_counts(root, files, split: str = "train"):
+    """Per-voxel label votes over the ground truth of ``files`` (at most 255: uint8 counts) of a
+    split: (counts (NUM_CLASSES, V) uint8, grid shape, mean bone voxel count per case)."""
+    from ..anatomy import NUM_CLASSES
+
+    counts, shape, volumes = None, None, []
+    for name in list(files)[:255]:
+        with np.load(Path(root) / split / name) as z:
+            gt = z["gt_labels"]
+        if counts is None:
+            shape = gt.shape
+            counts = np.zeros((NUM_CLASSES, gt.size), np.uint8)
+            flat = np.arange(gt.size)
+        counts[np.minimum(gt.ravel(), NUM_CLASSES - 1), flat] += 1
+        volumes.append(int(np.count_nonzero(gt)))
+    return counts, shape, float(np.mean(volumes))
+
+
 def mean_skeleton(data_root, split: str = "train", max_cases: int = 200) -> np.ndarray:
     """(X, Y, Z) uint8 average skeleton over a split's ground truth: the bone-vote map (how many
     cases have any bone at a voxel) thresholded at the level whose voxel count is nearest the
@@ -76,23 +94,12 @@ def mean_skeleton(data_root, split: str = "train", max_cases: int = 200) -> np.n
     files = json.loads((root / "dataset.json").read_text())["splits"][split][:max_cases]
     if not files:
         raise ValueError(f"split {split!r} of {root} is empty")
-    from ..anatomy import NUM_CLASSES
-
-    counts, shape, volumes = None, None, []
-    for name in files[:255]:  # uint8 counts
-        with np.load(root / split / name) as z:
-            gt = z["gt_labels"]
-        if counts is None:
-            shape = gt.shape
-            counts = np.zeros((NUM_CLASSES, gt.size), np.uint8)
-            flat = np.arange(gt.size)
-        counts[np.minimum(gt.ravel(), NUM_CLASSES - 1), flat] += 1
-        volumes.append(np.count_nonzero(gt))
+    counts, shape, volume = vote_counts(root, files, split)
     # a majority of cases (the rule before) keeps almost nothing across people: thin, variable bones
     # (ribs) of different people do not overlap. Keeping the mean volume keeps the most agreed voxels.
     bone_votes = counts[1:].sum(axis=0, dtype=np.int32)
     label = (np.argmax(counts[1:], axis=0) + 1).astype(np.uint8)
-    keep = bone_votes >= volume_threshold(bone_votes, float(np.mean(volumes)))
+    keep = bone_votes >= volume_threshold(bone_votes, volume)
     return np.where(keep, label, 0).astype(np.uint8).reshape(shape)
 
 
