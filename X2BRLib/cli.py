@@ -199,9 +199,6 @@ def _add_optional_commands(sub) -> None:
     from .x2b import commands as x2b_commands
 
     x2b_commands.add_commands(sub)
-    from . import pair_commands
-
-    pair_commands.add_arguments(sub.choices["reconstruct"])  # --lateral (issue 15)
     detect_commands.add_commands(sub)
     refine_commands.add_commands(sub)
     folds.add_commands(sub)

@@ -71,7 +71,7 @@ class ReconstructOptions:
                 raise InputError(f"lateral_view must be LL or RL, got {self.lateral_view!r}")
             self.lateral_view = str(self.lateral_view).upper()
         if self.lateral is None and (self.lateral_pixel_spacing_mm is not None or self.lateral_view is not None):
-            raise InputError("--lateral-pixel-spacing and --lateral-view need a lateral film (--lateral)")
+            raise InputError("--lateral-pixel-spacing and --lateral-view need --lateral LAT_FILM (the lateral film)")
 
 
 @dataclass

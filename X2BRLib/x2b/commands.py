@@ -78,11 +78,16 @@ def cmd_reconstruct(args) -> int:
     from ..pipeline import ReconstructOptions, Reconstructor, write_outputs
 
     files = _expand_inputs(args.inputs)
+    if args.lateral is not None and len(files) != 1:
+        raise InputError(f"--lateral goes with one PA film, not {len(files)} inputs: reconstruct a pair "
+                         "at a time (x2br reconstruct PA_FILM --lateral LAT_FILM -o OUT)")
     outdirs = output_folders(files, args.output)
     opts = ReconstructOptions(quality=args.quality, device=args.device, weights=args.weights,
                               refine=args.refine, detector_weights=args.detector_weights, template=args.template,
-                              pixel_spacing_mm=args.pixel_spacing, force=args.force)
+                              pixel_spacing_mm=args.pixel_spacing, force=args.force, lateral=args.lateral,
+                              lateral_pixel_spacing_mm=args.lateral_pixel_spacing, lateral_view=args.lateral_view)
     reconstructor = Reconstructor(opts)
+    with_lateral = {} if args.lateral is None else {"lateral": str(args.lateral)}
     results, failures = [], []
     bar = None
     if not args.no_progress and len(files) > 1:
@@ -91,12 +96,14 @@ def cmd_reconstruct(args) -> int:
         bar = tqdm(total=len(files), unit="film", file=sys.stderr)
     for f, outdir in zip(files, outdirs):
         try:
-            print(f"x2br: reconstructing {f}", file=sys.stderr, flush=True)
+            print(f"x2br: reconstructing {f}" + (f" with the lateral film {args.lateral}" if with_lateral else ""),
+                  file=sys.stderr, flush=True)
             t0 = time.perf_counter()
             rec = reconstructor.reconstruct(f, progress=ProgressLines())
             paths = write_outputs(rec, outdir, overwrite=args.overwrite, meshes=not args.no_meshes)
             _progress_line(1.0, f"written to {outdir}")
-            results.append({"input": str(f), "output": str(outdir), "bones_found": rec.report()["bones_found"],
+            results.append({"input": str(f), **with_lateral, "output": str(outdir),
+                            "bones_found": rec.report()["bones_found"],
                             "seconds": round(time.perf_counter() - t0, 2), "report": paths["report"]})
         except X2BRError as e:
             failures.append({"input": str(f), "error": str(e)})
@@ -219,6 +226,16 @@ def add_commands(sub) -> None:
     s.add_argument("--force", action="store_true",
                    help="reconstruct even an image the film check refuses as not a frontal chest film "
                         "(noise, a strip, no bone found)")
+    s.add_argument("--lateral", metavar="LAT_FILM",
+                   help="the lateral film (LL or RL) of the same study as the one PA/AP film: both are "
+                        "reconstructed together (two-view weights: the shipped two-view model by default)")
+    s.add_argument("--lateral-pixel-spacing", type=pixel_spacing_arg, metavar="MM",
+                   help="the lateral film's detector pixel spacing in mm (or COLUMN,ROW); default: the "
+                        "file's, else the PA film's (the same detector assumed, with a warning)")
+    s.add_argument("--lateral-view", type=str.upper, choices=["LL", "RL"],
+                   help="the lateral's view when its file does not say (PNG, JPEG): LL = the patient's "
+                        "left side on the detector, shown with the back on the right; RL the reverse "
+                        "(default: from the file, else LL)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_reconstruct)
 
