@@ -146,6 +146,8 @@ class Reconstructor:
                                            else DEFAULT_WEIGHTS)
         self.weights_path = weights
         self.model = load_model(weights, self.device)
+        if self.options.lateral is not None:
+            self.check_two_view_weights()  # before any film is read
         self.record = dict(getattr(self.model, "record", {}))
         self.image_size = tuple(self.record.get("image_size", (256, 256)))
         self.load_s = time.perf_counter() - t0
@@ -275,7 +277,6 @@ class Reconstructor:
                                            view=self.options.lateral_view,
                                            pixel_spacing_mm=self.options.lateral_pixel_spacing_mm,
                                            force=self.options.force)
-            self.check_two_view_weights()
             extra = {"lateral": lateral.image, "lateral_geometry": lateral.geometry}
             report(0.09, f"lateral film read ({lateral.geometry.view}): " + lateral.record["spacing"]["from"])
         t1 = time.perf_counter()
