@@ -41,20 +41,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics
+from ..dataset.lateral import rendering_geometry
 from ..geometry import ProjectionGeometry
 
 HEADLINE = ("iou_all_bone", "iou_mean_per_bone", "chamfer_l1_unit", "chamfer_l1_mm", "hd95_mm")
 VIEWS = ("pa", "pa+lat")
-
-
-def shifted_si(geometry: ProjectionGeometry, offset_mm: float) -> ProjectionGeometry:
-    """The same camera (source and detector) moved ``offset_mm`` along SI (+z, superior), the
-    box and isocentre left where they are: what the network is told when the patient's
-    height between the two exposures is assumed wrong by that much."""
-    from dataclasses import replace
-
-    d = np.array([0.0, 0.0, float(offset_mm)])
-    return replace(geometry, source_lps_mm=geometry.source + d, detector_center_lps_mm=geometry.detector + d)
 
 
 def _two_view(reconstructor) -> bool:
@@ -177,8 +168,8 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
             boxes = z["boxes"]
             lateral = {}
             if "pa+lat" in views:
-                lateral = dict(lateral=z["image_lat"].astype(np.float32), lateral_geometry=shifted_si(
-                    ProjectionGeometry.from_json(str(z["geometry_lat"])), lateral_offset_mm))
+                lateral = dict(lateral=z["image_lat"].astype(np.float32), lateral_geometry=rendering_geometry(
+                    ProjectionGeometry.from_json(str(z["geometry_lat"])), offset_si_mm=-lateral_offset_mm))
         shape, origin, spacing = geom.box_grid(voxel)
         preds, rec = {}, None
         for (model_name, view), method in name_of.items():
