@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import anatomy
 from .errors import InputError
 
 MAX_ASPECT = 2.5              # longer / shorter side
@@ -127,8 +128,10 @@ def view_evidence(detections, width_px: int) -> dict:
     the left ribs minus that of the right ribs, as a fraction of the width; None without
     FRONTAL_MIN_RIBS of each side), "looks_frontal": bool} (confident detections only)."""
     ok = [d for d in detections if d.confidence >= WARN_CONFIDENCE]
-    left = [0.5 * (d.box_px[0] + d.box_px[2]) for d in ok if 1 <= d.label <= 12]
-    right = [0.5 * (d.box_px[0] + d.box_px[2]) for d in ok if 13 <= d.label <= 24]
+    ribs = {side: [0.5 * (d.box_px[0] + d.box_px[2]) for d in ok
+                   if anatomy.bone(d.label).group == "rib" and anatomy.bone(d.label).laterality == side]
+            for side in ("left", "right")}
+    left, right = ribs["left"], ribs["right"]
     sep = None
     if len(left) >= FRONTAL_MIN_RIBS and len(right) >= FRONTAL_MIN_RIBS:
         sep = round(float(np.mean(left) - np.mean(right)) / float(width_px), 4)
