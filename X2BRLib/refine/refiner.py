@@ -39,6 +39,8 @@ from scipy import ndimage
 
 from .. import anatomy
 from ..meshing import surface_mesh
+from .lateral_fit import MAX_SHIFT_MM as LATERAL_MAX_SHIFT_MM, MIN_CONFIDENCE as LATERAL_MIN_CONFIDENCE
+from .lateral_fit import lateral_ap_shifts
 from .pieces import check_template, keep_largest_piece
 
 
@@ -61,8 +63,8 @@ class RefineOptions:
     use_x2b: bool = True         # False: template-only (boxes + nominal depth, no CPD)
     register: bool = True        # False: placed template without CPD
     use_lateral: bool = True     # a pair's lateral film: confident boxes on it set each bone's AP place
-    lateral_conf: float = 0.5    # (refine/lateral_fit.py; not measured yet: no two-view detector)
-    lateral_max_shift_mm: float = 30.0
+    lateral_conf: float = LATERAL_MIN_CONFIDENCE  # refine/lateral_fit.py; what it gains is not measured
+    lateral_max_shift_mm: float = LATERAL_MAX_SHIFT_MM
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,9 +178,14 @@ class Refiner:
         V, fits = fit_template(self.template, rec.geometry, detections, x2b, min_voxels=opt.min_voxels)
         lateral_info = None
         if getattr(rec, "lateral", None) is not None and opt.use_lateral:
-            from .lateral_fit import lateral_ap_shifts
-
-            lat_dets = self.detector.detect(rec.lateral.image, conf=min(opt.detect_conf, opt.lateral_conf))
+            imgsz = self.detector.imgsz
+            # the pair check ran the detector on the lateral at the detector's size (pair.prepare_lateral):
+            # the same boxes when the network image has that size, else detect on the network image
+            conf = min(opt.detect_conf, opt.lateral_conf)
+            if rec.lateral.image.shape == (imgsz, imgsz):
+                lat_dets = [d for d in rec.lateral.detections if d.confidence >= conf]
+            else:
+                lat_dets = self.detector.detect(rec.lateral.image, conf=conf)
             V, moved = lateral_ap_shifts(V, self.template.vertex_labels, rec.lateral.geometry, lat_dets,
                                          opt.lateral_conf, opt.lateral_max_shift_mm)
             V = V.astype(np.float32)
