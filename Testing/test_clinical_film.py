@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from X2BRLib.dataset import clinical
 from X2BRLib.dataset.film import FilmParams, default_film, develop, sample_film
@@ -110,6 +111,50 @@ def test_ecg_leads_are_thin_bright_lines_and_disks(drr):
     assert added.max() > 0.1 and 0 < (added > 1e-3).mean() < 0.15
 
 
+def test_bedside_effects_thicken_the_chest_hide_its_contrast_and_leave_the_air(drr):
+    """habitus and lungs add tissue inside the body only (lungs: mostly where the lungs are);
+    scatter compresses the chest's range of line integrals and keeps air at L = 0; portable
+    blur smooths without moving anything."""
+    L, _, px_mm = drr["PA"]
+    mask, _ = clinical._body(L)
+    far = ~ndimage.binary_dilation(mask, iterations=int(0.1 * SIZE))
+    thick = clinical.attenuate(L, only("habitus"), "PA", px_mm) - L
+    assert thick[mask].mean() > 0.3 and np.abs(thick[far]).max() < 1e-3
+    cp = only("lungs")
+    cp.lungs["effusion_mm"] = 0.0
+    dense = clinical.attenuate(L, cp, "PA", px_mm) - L
+    lungs = mask & (ndimage.gaussian_filter(L, 0.03 * SIZE) < np.median(L[mask]))
+    assert dense[lungs].mean() > 3.0 * dense[mask & ~lungs].mean() > 0 and np.abs(dense[far]).max() < 1e-3
+    cp = only("scatter")
+    hazy = clinical.attenuate(L, cp, "PA", px_mm)
+    spread = np.percentile(L[mask], 95) - np.percentile(L[mask], 5)
+    assert np.percentile(hazy[mask], 95) - np.percentile(hazy[mask], 5) < 0.8 * spread
+    assert np.abs(hazy[0, 0] - L[0, 0]) < 0.05  # air (the corner) stays air
+    cp = only("portable")
+    cp.portable["blur"] = 0.006
+    blurred = clinical.attenuate(L, cp, "PA", px_mm)
+    assert np.std(np.diff(blurred, axis=1)) < np.std(np.diff(L, axis=1))
+    assert abs(blurred.sum() / L.sum() - 1.0) < 0.01
+
+
+def test_the_portable_branch_lowers_the_dose_and_brings_a_thick_hazy_chest_on_frontal_films_only():
+    draws = [clinical.sample_clinical(np.random.default_rng([9, i]), "AP") for i in range(400)]
+    portable = [c for c in draws if c.portable]
+    other = [c for c in draws if not c.portable]
+    assert 0.2 < len(portable) / len(draws) < 0.4
+    for name in ("habitus", "lungs", "scatter"):
+        share = [np.mean([getattr(c, name) is not None for c in group]) for group in (portable, other)]
+        assert share[0] > share[1] + 0.3, name
+    # the same draws without the branch: what the dose was before the portable factor and exposure control
+    for c in portable[:20]:
+        added = (c.habitus["tissue_mm"] if c.habitus else 0.0) + (0.5 * c.lungs["lung_mm"] if c.lungs else 0.0)
+        base = c.dose["gain"] / c.portable["dose_factor"] / np.exp(clinical.MU_WATER_PER_MM * added)
+        assert 3.0 - 1e-6 <= base <= 30.0 + 1e-6
+    for view in ("LL", "RL"):
+        lateral = [clinical.sample_clinical(np.random.default_rng([9, i]), view) for i in range(100)]
+        assert not any(c.portable or c.scatter or c.arms for c in lateral)
+
+
 def test_collimation_and_markers_stay_off_the_chest_and_processing_sharpens(drr):
     L, boxes, _ = drr["PA"]
     image = develop(L, default_film("PA"))
@@ -142,7 +187,7 @@ def test_every_effect_together_leaves_the_bones_under_their_projections(drr, vie
     film = default_film(view)
     cp = clinical.sample_clinical(np.random.default_rng(11), view)
     for name, (_, ranges) in clinical.CLINICAL_RANGES.items():  # everything on
-        if getattr(cp, name) is None and not (name == "arms" and view == "LL"):
+        if getattr(cp, name) is None and not (name in clinical.FRONTAL_ONLY and view == "LL"):
             setattr(cp, name, only(name, view).__dict__[name])
     film.clinical = cp.to_dict()
     image = develop(L, film)

@@ -50,8 +50,13 @@ def test_fine_tuning_starts_from_the_shipped_weights_and_the_export_says_so(two_
     assert len(list((two_view_dataset / "yolo" / "images" / "train").glob("*_lat.png"))) == 1
     run = tmp_path / "run"
     # lr0 = 0 and no warm-up: the weights stay the shipped ones, so the run shows where it started
+    from X2BRLib.detect.train import _parser, parse_augment
+
+    cli = _parser().parse_args(["train", "--data", "DS", "-o", "RUN", "--augment", "degrees=3",
+                                "--augment", "scale=0.4"])
     res = train_detector(two_view_dataset, run, epochs=1, imgsz=128, batch=2, device="cpu", workers=0,
-                         deterministic=False, init_weights=SHIPPED, lr0=0.0, warmup_epochs=0.0)
+                         deterministic=False, init_weights=SHIPPED, lr0=0.0, warmup_epochs=0.0,
+                         **parse_augment(cli.augment))
     assert res["finished"] and json.loads((run / "init_weights.json").read_text())["path"].endswith("model.pt")
     shipped = torch.load(SHIPPED / "model.pt", map_location="cpu", weights_only=True)
     from X2BRLib.detect.checkpoint import load_checkpoint
@@ -65,6 +70,8 @@ def test_fine_tuning_starts_from_the_shipped_weights_and_the_export_says_so(two_
     card = json.loads((out / "model.json").read_text())
     ship = json.loads((SHIPPED / "model.json").read_text())
     assert card["training"]["init_weights"]["sha256"] == ship["sha256"] and card["training"]["pretrained"] is True
+    assert (card["training"]["degrees"], card["training"]["scale"]) == (3.0, 0.4)  # --augment, recorded
+    assert card["training"]["translate"] == ship["training"]["translate"]  # the others as they were
     from X2BRLib.detect.detector import Detector
 
     assert Detector(out, device="cpu").imgsz == 128
@@ -80,3 +87,13 @@ def test_init_weights_of_another_variant_or_missing_are_refused_with_one_line(tw
     with pytest.raises(InputError, match="not found"):
         train_detector(two_view_dataset, tmp_path / "b", epochs=1, device="cpu", init_weights=tmp_path / "nowhere")
     assert not (tmp_path / "a" / "weights").exists()
+
+
+def test_augment_options_are_checked_with_one_line():
+    from X2BRLib.detect.train import parse_augment
+    from X2BRLib.errors import InputError
+
+    assert parse_augment(["hsv_v=0.5", "close_mosaic=2"]) == {"hsv_v": 0.5, "close_mosaic": 2}
+    for bad, why in (("lr0=0.1", "KEY one of"), ("degrees", "KEY one of"), ("scale=big", "not a number")):
+        with pytest.raises(InputError, match=why):
+            parse_augment([bad])

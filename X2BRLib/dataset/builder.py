@@ -55,7 +55,7 @@ from ..io.ct import LabelledCT
 from .film import default_film, develop, sample_film
 from .virtual import AnatomySource, identity_variation, sample_variation
 
-DATASET_VERSION = 3  # 2: DRR integrates the whole body (no clipping at the detector plane); 3: clinical film model
+DATASET_VERSION = 4  # 2: DRR integrates the whole body (no clipping at the detector plane); 3: clinical film model; 4: bedside (portable) films
 SPLIT_ID = {"train": 0, "val": 1, "test": 2}
 
 

@@ -25,6 +25,15 @@ Line-integral effects (``attenuate``), L dimensionless, ``MU_WATER_PER_MM`` per 
 - ``ecg``: electrodes (disks with a bright snap) and thin wires (smooth curves) to the field's
   edge, and with ``TUBE_PROBABILITY`` a tube down the midline; metal and plastic add ``wire_L``.
 - ``heel``: the anode heel effect, a linear exposure ramp of ``heel`` across the film.
+- ``habitus``: a thick patient, ``tissue_mm`` of water at the middle of an elliptic chord across the body.
+- ``lungs``: dense lungs (oedema, consolidation): a smooth random field up to ``lung_mm`` of water
+  in patches of ``blob`` of the width, plus pleural effusions (per side) rising from the base,
+  only where the lungs are (smoothed L below its median over the body).
+- ``scatter`` (frontal): grid-less scatter, ``spr`` x the primary blurred over ``scatter_sigma``
+  of the width added to it: the chest's contrast is compressed where it is dense; air stays 0.
+- ``portable`` (frontal): the bedside branch: ``dose_factor`` x the dose, a blur of ``blur`` of the
+  width (motion, focal spot), and each of habitus, lungs, scatter drawn off turned on with
+  ``PORTABLE_FORCE``. Exposure control: habitus and lungs raise the dose by exp(mu x their tissue).
 
 Image effects (``finish``), image in [0, 1], bone bright:
 - ``multiscale``: vendor processing (MUSICA-like): the image split into band-pass layers at
@@ -57,7 +66,15 @@ CLINICAL_RANGES = {
                          "lut_width": (0.12, 0.3)}),
     "collimation": (0.45, {"margin": (-0.01, 0.12), "penumbra_px": (0.5, 3.0)}),
     "markers": (0.7, {"count": (1, 3), "text_height": (0.02, 0.045)}),
+    # bedside (portable AP, ICU) films: added after v2 missed ribs and lower vertebrae on them
+    "habitus": (0.25, {"tissue_mm": (20.0, 100.0)}),
+    "lungs": (0.25, {"lung_mm": (30.0, 200.0), "blob": (0.04, 0.12), "effusion_mm": (0.0, 150.0),
+                     "effusion_height": (0.2, 0.6)}),
+    "scatter": (0.35, {"spr": (0.2, 2.0), "scatter_sigma": (0.04, 0.15)}),
+    "portable": (0.3, {"dose_factor": (0.2, 1.0), "blur": (0.0, 0.006)}),
 }
+FRONTAL_ONLY = ("arms", "scatter", "portable")  # laterals: upright, at a grid (no grid-less haze)
+PORTABLE_FORCE = 0.7  # of a portable film: each of habitus, lungs, scatter that was drawn off is turned on
 TUBE_PROBABILITY = 0.3  # of a film with ECG leads: also a tube down the midline
 _COLLIMATION_FILL = {"white": 0.55, "black": 0.3, "grey": 0.15}
 _TEXTS = ("L", "R", "L", "R", "PA", "AP", "AP PORTABLE", "PORTABLE", "SUPINE", "ERECT", "AP ERECT MOBILE",
@@ -78,6 +95,10 @@ class ClinicalParams:
     multiscale: dict | None = None
     collimation: dict | None = None
     markers: dict | None = None
+    habitus: dict | None = None
+    lungs: dict | None = None
+    scatter: dict | None = None
+    portable: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,13 +119,37 @@ def sample_clinical(rng: np.random.Generator, view: str) -> ClinicalParams:
                 for k, (lo, hi) in ranges.items()}
         if name == "dose":
             vals["gain"] = float(np.exp(rng.uniform(*np.log(ranges["gain"]))))
-        if name == "arms" and view not in ("PA", "AP"):
+        if name == "portable":
+            vals["dose_factor"] = float(np.exp(rng.uniform(*np.log(ranges["dose_factor"]))))
+        if name == "lungs":
+            vals["effusion_sides"] = [bool(s) for s in rng.uniform(size=2) < 0.6]  # patient's right, left
+        if name in FRONTAL_ONLY and view not in ("PA", "AP"):
             on = False
         if name == "collimation":
             vals["fill"] = str(rng.choice(list(_COLLIMATION_FILL), p=list(_COLLIMATION_FILL.values())))
             vals["sides"] = [bool(s) for s in rng.uniform(size=4) < 0.8]  # left, right, top, bottom
         setattr(cp, name, vals if on else None)
+    if cp.portable:  # the bedside branch: less dose, and mostly a thick, hazy, dense chest
+        cp.dose["gain"] *= cp.portable["dose_factor"]
+        redraw = sample_clinical_effects(rng, ("habitus", "lungs", "scatter"))
+        for name, vals in redraw.items():
+            if getattr(cp, name) is None and rng.uniform() < PORTABLE_FORCE:
+                setattr(cp, name, vals)
+    # automatic exposure control: a thicker (or denser) chest gets more photons, so that the
+    # detector dose stays about what it was (roughly: half the lungs' added density counts)
+    added_mm = (cp.habitus["tissue_mm"] if cp.habitus else 0.0) + (0.5 * cp.lungs["lung_mm"] if cp.lungs else 0.0)
+    cp.dose["gain"] *= float(np.exp(MU_WATER_PER_MM * added_mm))
     return cp
+
+
+def sample_clinical_effects(rng: np.random.Generator, names) -> dict:
+    """{name: parameters} drawn uniform in their CLINICAL_RANGES (no on/off draw)."""
+    out = {}
+    for name in names:
+        out[name] = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in CLINICAL_RANGES[name][1].items()}
+        if name == "lungs":
+            out[name]["effusion_sides"] = [bool(s) for s in rng.uniform(size=2) < 0.6]
+    return out
 
 
 # ---------------------------------------------------------------------------- geometry of the body
@@ -182,7 +227,62 @@ def attenuate(L: np.ndarray, cp: ClinicalParams, view: str, px_mm: float) -> np.
         L = L + cp.ecg["wire_L"] * _ecg_layer(L.shape, box, cp.ecg, rng, px_mm)
     if cp.heel:
         L = L + cp.heel["heel"] * (vv / max(h - 1, 1) - 0.5)
+    if cp.habitus or cp.lungs:
+        mask, box = _body(L)  # the body as extended
+        L = L + MU_WATER_PER_MM * _soft_tissue(L, mask, box, cp, rng)
+    if cp.scatter:
+        L = _scatter(L, cp.scatter)
+    if cp.portable and cp.portable.get("blur", 0.0) * w > 0.3:  # motion and a large focal spot
+        from scipy import ndimage
+
+        L = ndimage.gaussian_filter(L, cp.portable["blur"] * w, mode="nearest")
     return np.maximum(L, 0.0)
+
+
+def _soft_tissue(L, mask, box, cp: ClinicalParams, rng) -> np.ndarray:
+    """(H, W) mm of water-equivalent tissue: ``habitus`` (a thick patient: an elliptic chord
+    across the body's width, ``tissue_mm`` at its middle) and ``lungs`` (dense lungs: a smooth
+    random field of ``lung_mm`` at most, patches ``blob`` of the width, and per side a pleural
+    effusion rising from the lung base over ``effusion_height`` of the body to ``effusion_mm``), the
+    lung part only where the smoothed line integral is below its median over the body (the lungs)."""
+    from scipy import ndimage
+
+    h, w = L.shape
+    out = np.zeros((h, w))
+    if mask is None:
+        return out
+    r0, r1, c0, c1 = box
+    vv, uu = np.mgrid[0:h, 0:w].astype(np.float64)
+    soft = ndimage.gaussian_filter(mask * 1.0, max(1.0, 0.02 * w))
+    if cp.habitus:
+        half = 0.5 * (c1 - c0) + 0.05 * w
+        chord = np.sqrt(np.clip(1.0 - ((uu - 0.5 * (c0 + c1)) / half) ** 2, 0.0, None))
+        out += cp.habitus["tissue_mm"] * chord * soft
+    if cp.lungs:
+        g = cp.lungs
+        Ls = ndimage.gaussian_filter(L, max(1.0, 0.03 * w))
+        lung = ndimage.gaussian_filter(((Ls < np.median(Ls[mask])) & mask) * 1.0, max(1.0, 0.02 * w))
+        field = ndimage.gaussian_filter(rng.normal(size=(h, w)), max(1.0, g["blob"] * w))
+        field = np.clip(0.5 + 0.35 * (field - field.mean()) / max(field.std(), 1e-9), 0.0, 1.0)
+        dense = g["lung_mm"] * field
+        top = r1 - g["effusion_height"] * (r1 - r0)
+        ramp = np.clip((vv - top) / max(1.0, 0.5 * g["effusion_height"] * (r1 - r0)), 0.0, 1.0)
+        mid = 0.5 * (c0 + c1)
+        for on, side in zip(g["effusion_sides"], (uu < mid, uu >= mid)):  # PA/AP: patient's right on the left
+            if on:
+                dense = dense + g["effusion_mm"] * ramp * side
+        out += dense * lung
+    return out
+
+
+def _scatter(L: np.ndarray, s: dict) -> np.ndarray:
+    """Scattered photons of a grid-less exposure: ``spr`` x the primary fluence blurred over
+    ``scatter_sigma`` of the width, added to the primary; air stays at L = 0."""
+    from scipy import ndimage
+
+    primary = np.exp(-L)
+    scattered = s["spr"] * ndimage.gaussian_filter(primary, max(1.0, s["scatter_sigma"] * L.shape[1]), mode="nearest")
+    return -np.log((primary + scattered) / (1.0 + s["spr"]))
 
 
 def _extend_top(L, mask, px_mm: float, reach: float, neck_width: float):

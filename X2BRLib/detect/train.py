@@ -24,6 +24,8 @@ are cut down to what is safe for a film with one instance of each of 45 classes:
   already in the virtual patients with exact boxes.
 - ``scale=0.15, translate=0.05``: mild zoom/shift around the framing the films vary anyway.
 - ``hsv_h=hsv_s=0`` (grey images), ``hsv_v=0.2`` (mild brightness); no mixup/cutmix/copy-paste.
+``--augment KEY=VALUE`` changes one of them for a run (e.g. a fine-tune on bedside films with
+more zoom and shift); the exported record lists the values used.
 """
 from __future__ import annotations
 
@@ -356,8 +358,27 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "instead of from scratch; same --variant")
     p.add_argument("--lr0", type=float, default=OPTIM["lr0"], help="initial learning rate (AdamW)")
     p.add_argument("--max-minutes", type=float, help="stop after the last epoch that fits (resumable)")
+    p.add_argument("--augment", action="append", metavar="KEY=VALUE", default=[],
+                   help=f"change one augmentation setting (repeatable; keys: {', '.join(AUGMENT)}); "
+                        "a resumed run keeps its own")
     p.add_argument("--export", help="after training, export the weights to this folder")
     p.add_argument("--overwrite", action="store_true", help="let --export replace existing weights")
+
+
+def parse_augment(items) -> dict:
+    """["degrees=5", "scale=0.4", ...] -> {"degrees": 5.0, "scale": 0.4}: AUGMENT keys only,
+    numbers only (close_mosaic: a whole number of epochs); InputError naming the item otherwise."""
+    out = {}
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if not sep or key not in AUGMENT:
+            raise InputError(f"--augment {item!r}: expected KEY=VALUE with KEY one of {', '.join(AUGMENT)}")
+        try:
+            out[key] = int(value) if key == "close_mosaic" else float(value)
+        except ValueError:
+            raise InputError(f"--augment {item!r}: {value!r} is not a number") from None
+    return out
 
 
 def run_train(args) -> int:
@@ -369,7 +390,7 @@ def run_train(args) -> int:
                              batch=args.batch, device=args.device, workers=args.workers, resume=args.resume,
                              max_minutes=args.max_minutes, seed=args.seed, cache=args.cache or False,
                              patience=args.patience, fraction=args.fraction, init_weights=args.init_weights,
-                             lr0=args.lr0)
+                             lr0=args.lr0, **parse_augment(args.augment))
         if args.export and res["finished"]:
             res["export"] = [str(p) for p in export_detector(res["run_dir"], args.export,
                                                              overwrite=args.overwrite)]
