@@ -151,7 +151,7 @@ case $STAGE in
     if [ -n "${DRUN:-}" ] && [ -d "$DRUN/weights" ]; then  # the detector of DETECT_CMD: exported, one tar in OUT
       CUDA_VISIBLE_DEVICES=$(gpu 1) python3 -m X2BRLib.detect.train export --run $DRUN -o $RUNS/export_yolo \
         --data $POOL --device $DEVICE --overwrite > $RUNS/detect_export.log 2>&1 || tail -3 $RUNS/detect_export.log
-      tar cf "$OUT/yolo.tar" -C $RUNS export_yolo detect_export.log -C "$(dirname $DRUN)" "$(basename $DRUN)/results.csv" \
+      tar cf "$OUT/yolo.tar" -C $RUNS export_yolo detect_export.log -C "$PWD/$(dirname $DRUN)" "$(basename $DRUN)/results.csv" \
         "$(basename $DRUN)/args.yaml" 2>/dev/null
     fi
     tar cf "$OUT/runs_logs.tar" -C $RUNS $(cd $RUNS && ls */log.csv */curves.png 2>/dev/null) 2>/dev/null
