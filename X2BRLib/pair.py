@@ -4,7 +4,9 @@
 network reads beside the frontal film: the film in network form and its
 :class:`~X2BRLib.geometry.ProjectionGeometry` (``ProjectionGeometry.chest(LL | RL)`` with the
 frontal film's isocentre and box: the central rays of both exposures are assumed to meet at one
-isocentre at the same height; the network is trained to tolerate what that gets wrong).
+isocentre at the same height; the network is trained to tolerate what that gets wrong), then
+placed at the height the bones found on both films give (:func:`lateral_placement`,
+``--lateral-offset auto``, the default; ``none`` keeps the same height, a number of mm is the user's).
 
 What it reads from the lateral, in order:
 
@@ -321,15 +323,17 @@ def lateral_spacing(lateral: Radiograph, frontal: Radiograph, user_spacing_mm=No
 
 
 def prepare_lateral(frontal: Radiograph, frontal_dets, source, detector, image_size, view: str | None = None,
-                    pixel_spacing_mm=None, force: bool = False) -> LateralFilm:
+                    pixel_spacing_mm=None, force: bool = False, offset="auto") -> LateralFilm:
     """The lateral of ``frontal`` (already checked and scaled; ``frontal_dets``: the detector's boxes on
-    its ``to_network_input(frontal, (detector.imgsz,) * 2)`` image) ready for the network.
+    its ``to_network_input(frontal, (detector.imgsz,) * 2)`` image) ready for the network, its camera
+    placed by ``offset`` ('auto' | 'none' | mm: :func:`lateral_placement`).
 
     Raises InputError for the bad pairs of the module docstring (a lateral that looks frontal
     only unless ``force``). New warnings are also issued as :class:`RadiographWarning`.
     """
     from . import filmcheck
 
+    offset = lateral_offset_arg(offset)
     lateral = read_lateral(source, view)
     n_read = len(lateral.warnings)  # the reader issued these already
     check_views(frontal, lateral)
@@ -380,6 +384,8 @@ def prepare_lateral(frontal: Radiograph, frontal_dets, source, detector, image_s
     for message in lateral.warnings[n_read:]:
         _warnings.warn(f"{lateral.path}: {message}" if lateral.path else message, RadiographWarning, stacklevel=3)
     image, geom = to_network_input(lateral, image_size)
+    placement = lateral_placement(scale, offset)
+    geom = place_lateral(geom, placement)
     record = {
         "input": lateral.path, "view": geom.view, "view_source": lateral.meta.get("view_source"),
         "view_position": lateral.meta.get("view_position"),
@@ -392,12 +398,15 @@ def prepare_lateral(frontal: Radiograph, frontal_dets, source, detector, image_s
     }
     pair = {
         "assumptions": ["the central rays of both exposures meet at one isocentre (the frontal film's), at "
-                        "the same height: a patient who moved between the exposures is not corrected here (the "
-                        "two-view network is trained to tolerate a vertical offset and a magnification error; "
-                        "vertical_scale.offset_mm is what the bones found on both films suggest)",
+                        "the same height unless placement says otherwise: with --lateral-offset auto (the "
+                        "default) the lateral's camera is moved by the height the bones found on both films "
+                        "give (vertical_scale) when they agree, or by the user's --lateral-offset MM (the "
+                        "two-view network is also trained to tolerate a vertical offset and a magnification "
+                        "error)",
                         "the anatomy is the same in both films (the same patient, breathing and posture apart "
                         "from the turn)"],
         "identity": identity, "vertical_scale": scale,
+        "placement": {**placement, "text": placement_text(placement)},
         "same_detector_assumed": spacing["source"] == "frontal_film",
     }
     record["pair"] = pair
@@ -405,4 +414,5 @@ def prepare_lateral(frontal: Radiograph, frontal_dets, source, detector, image_s
 
 
 __all__ = ["LateralFilm", "read_lateral", "check_main_film", "check_views", "check_identity", "mirror_evidence",
-           "vertical_scale", "check_scales", "lateral_spacing", "prepare_lateral", "MAX_SCALE_DISAGREEMENT"]
+           "vertical_scale", "check_scales", "lateral_spacing", "prepare_lateral", "MAX_SCALE_DISAGREEMENT",
+           "lateral_offset_arg", "lateral_placement", "place_lateral", "placement_text"]
