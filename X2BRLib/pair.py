@@ -47,14 +47,14 @@ MAX_SCALE_DISAGREEMENT = 0.25   # chest heights (the same bones' vertical spread
 MIN_COMMON_BONES = 6
 MIN_VERTICAL_SPREAD_MM = 30.0   # their spread on the frontal film (mm at the isocentre)
 SCALE_CONFIDENCE = 0.25
-OUTLIER_FLOOR_MM = 5.0
+OUTLIER_FLOOR_MM = 5.0  # vertical_scale keeps bones within this of its first line whatever their spread
 # the between-exposure offset (lateral_placement): 'auto' applies the bones' estimate when their fit is
 # tight and the offset plausible; measured in bench/bench_pair_offset.py (bench/results/pair_offset_cpu.txt)
 LATERAL_OFFSET_MODES = ("auto", "none")
 MAX_PLACEMENT_RESIDUAL_MM = 6.0
 MAX_AUTO_OFFSET_MM = 40.0
 MAX_USER_OFFSET_MM = 100.0
-PLACE_MAGNIFICATION = False  # the ratio's error is about the magnification error it would correct  # vertical_scale keeps bones within this of its first line whatever their spread
+PLACE_MAGNIFICATION = False  # the ratio's error is about the magnification error it would correct
 # mirror check from the image alone: rows 16-39 % of the network image (upper chest: spine,
 # scapulae and posterior ribs behind, the clear retrosternal space in front), the outer quarters
 # of the body; a difference of mean brightness beyond this decides (bench/bench_pair_views.py)
