@@ -114,6 +114,18 @@ def test_the_pair_path_places_the_lateral_and_the_report_says_so(tmp_path, virtu
     assert auto.record["geometry"] == auto.geometry.to_dict()  # the report's camera is the one used
     assert kept.record["pair"]["placement"]["why"].startswith("--lateral-offset none")
     assert np.allclose(np.array(kept.geometry.source_lps_mm) - kept.geometry.isocenter_lps_mm, (-1630.0, 0, 0))
+    # report.json says what was applied (the writer under test, not the network: the virtual patient's labels)
+    from X2BRLib.io.radiograph import to_network_input
+    from X2BRLib.pipeline import Reconstruction, write_outputs
+
+    labels = virtual_pair[4]
+    _, origin, spacing = pa.box_grid(3.0)
+    film, geom = to_network_input(frontal, (256, 256))
+    paths = write_outputs(Reconstruction(labels, origin, spacing, geom, film, frontal, lateral=auto),
+                          tmp_path / "out", meshes=False)
+    report = json.loads(open(paths["report"]).read())
+    assert report["pair"]["placement"] == json.loads(json.dumps(placement))
+    assert report["lateral"]["geometry"] == json.loads(json.dumps(auto.geometry.to_dict()))
 
 
 def test_the_option_is_checked_before_any_work(tmp_path, capsys):
