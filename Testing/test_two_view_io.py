@@ -124,7 +124,7 @@ def test_a_png_lateral_is_read_as_ll_with_a_warning(tmp_path, sample_patient):
 def test_the_lateral_is_placed_at_the_pa_isocentre_in_network_form(tmp_path, sample_patient, detector, frontal_checked):
     frontal, dets = frontal_checked
     lat = pair.prepare_lateral(frontal, dets, _write_lateral(tmp_path / "lat.dcm", sample_patient), detector,
-                               (256, 256))
+                               (256, 256), offset="none")  # the same-height camera (auto: test_pair_offset.py)
     g = lat.geometry
     assert g.view == "LL" and g.size_px == (256, 256) and lat.image.shape == (256, 256)
     assert g.isocenter_lps_mm == frontal.geometry.isocenter_lps_mm

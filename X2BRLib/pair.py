@@ -4,7 +4,9 @@
 network reads beside the frontal film: the film in network form and its
 :class:`~X2BRLib.geometry.ProjectionGeometry` (``ProjectionGeometry.chest(LL | RL)`` with the
 frontal film's isocentre and box: the central rays of both exposures are assumed to meet at one
-isocentre at the same height; the network is trained to tolerate what that gets wrong).
+isocentre at the same height; the network is trained to tolerate what that gets wrong), then
+placed at the height the bones found on both films give (:func:`lateral_placement`,
+``--lateral-offset auto``, the default; ``none`` keeps the same height, a number of mm is the user's).
 
 What it reads from the lateral, in order:
 
@@ -45,6 +47,14 @@ MAX_SCALE_DISAGREEMENT = 0.25   # chest heights (the same bones' vertical spread
 MIN_COMMON_BONES = 6
 MIN_VERTICAL_SPREAD_MM = 30.0   # their spread on the frontal film (mm at the isocentre)
 SCALE_CONFIDENCE = 0.25
+OUTLIER_FLOOR_MM = 5.0  # vertical_scale keeps bones within this of its first line whatever their spread
+# the between-exposure offset (lateral_placement): 'auto' applies the bones' estimate when their fit is
+# tight and the offset plausible; measured in bench/bench_pair_offset.py (bench/results/pair_offset_cpu.txt)
+LATERAL_OFFSET_MODES = ("auto", "none")
+MAX_PLACEMENT_RESIDUAL_MM = 6.0
+MAX_AUTO_OFFSET_MM = 40.0
+MAX_USER_OFFSET_MM = 100.0
+PLACE_MAGNIFICATION = False  # the ratio's error is about the magnification error it would correct
 # mirror check from the image alone: rows 16-39 % of the network image (upper chest: spine,
 # scapulae and posterior ribs behind, the clear retrosternal space in front), the outer quarters
 # of the body; a difference of mean brightness beyond this decides (bench/bench_pair_views.py)
@@ -143,35 +153,133 @@ def mirror_evidence(image: np.ndarray, view: str, detections=()) -> dict:
 
 
 def _bone_heights_mm(detections, geometry: ProjectionGeometry) -> dict:
-    """{label: row of the box centre in mm at the isocentre, from the film's centre} (confident only)."""
-    cv = (geometry.height - 1) / 2.0
-    k = geometry.spacing_mm[1] / geometry.magnification
-    return {int(d.label): (0.5 * (d.box_px[1] + d.box_px[3]) - cv) * k
-            for d in detections if d.confidence >= SCALE_CONFIDENCE}
+    """{label: height of the box centre in mm below the isocentre, where its ray crosses the plane
+    through the isocentre parallel to the detector} (confident boxes only). Through the geometry,
+    so a camera placed higher or lower (:func:`place_lateral`) moves every height with it; for a
+    film whose principal ray meets the isocentre: (row - centre row) x row spacing / magnification."""
+    ok = [d for d in detections if d.confidence >= SCALE_CONFIDENCE]
+    if not ok:
+        return {}
+    uv = np.array([[0.5 * (d.box_px[0] + d.box_px[2]), 0.5 * (d.box_px[1] + d.box_px[3])] for d in ok])
+    s, n, iso = geometry.source, geometry.normal, np.array(geometry.isocenter_lps_mm)
+    p = geometry.pixel_to_lps(uv)
+    t = (n @ (iso - s)) / ((p - s) @ n)
+    z = s[2] + t * (p[:, 2] - s[2])
+    return {int(d.label): float(iso[2] - zi) for d, zi in zip(ok, z)}
 
 
 def vertical_scale(frontal_dets, frontal_geometry, lateral_dets, lateral_geometry) -> dict:
-    """Do the two films' spacings agree? The same bones sit at the same heights in both views:
-    fit lateral height = ratio x frontal height + offset over the bones found on both (box centre
-    rows, mm at the isocentre). Geometries: those of the images the detections were made on.
+    """Do the two films agree in scale and height? The same bones sit at the same heights in both
+    views: fit lateral height = ratio x frontal height + offset over the bones found on both (box
+    centre heights below the isocentre, mm, through each film's geometry: those of the images the
+    detections were made on), least squares, then once more without the bones that disagree
+    (residual beyond MAX(3 x 1.4826 x median |residual|, OUTLIER_FLOOR_MM): a box on the wrong bone).
 
-    Returns {"checked": bool, "n_bones", "ratio" (the lateral's chest height / the frontal's),
-    "offset_mm" (the lateral's heights minus the frontal's at the centre: a same-height error or
-    a patient who moved), "why" (when not checked)}."""
+    Returns {"checked": bool, "n_bones" (found on both), "n_fit" (kept), "ratio" (the lateral's
+    chest height / the frontal's), "offset_mm" (the lateral's heights minus the frontal's at the
+    isocentre: a same-height error or a patient who moved), "residual_mm" (median |residual| of the
+    kept bones), "why" (when not checked)}."""
     a = _bone_heights_mm(frontal_dets, frontal_geometry)
     b = _bone_heights_mm(lateral_dets, lateral_geometry)
     common = sorted(set(a) & set(b))
     x = np.array([a[k] for k in common], float)
     y = np.array([b[k] for k in common], float)
     if len(common) < MIN_COMMON_BONES or x.std() * 2 < MIN_VERTICAL_SPREAD_MM:
-        return {"checked": False, "n_bones": len(common), "ratio": None, "offset_mm": None,
+        return {"checked": False, "n_bones": len(common), "n_fit": 0, "ratio": None, "offset_mm": None,
+                "residual_mm": None,
                 "why": f"fewer than {MIN_COMMON_BONES} bones found on both films, spread over at least "
                        f"{MIN_VERTICAL_SPREAD_MM:.0f} mm (found on both: {len(common)})"}
+    ratio, offset = _line(x, y)
+    res = np.abs(y - ratio * x - offset)
+    keep = res <= max(3 * 1.4826 * float(np.median(res)), OUTLIER_FLOOR_MM)
+    if keep.sum() >= MIN_COMMON_BONES and x[keep].std() * 2 >= MIN_VERTICAL_SPREAD_MM:
+        ratio, offset = _line(x[keep], y[keep])
+    else:
+        keep = np.ones(len(x), bool)
+    res = np.abs(y[keep] - ratio * x[keep] - offset)
+    return {"checked": True, "n_bones": len(common), "n_fit": int(keep.sum()), "ratio": round(ratio, 4),
+            "offset_mm": round(offset, 2), "residual_mm": round(float(np.median(res)), 2), "why": None}
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares y = ratio x + offset."""
     xc = x - x.mean()
     ratio = float(xc @ (y - y.mean()) / (xc @ xc))
-    offset = float(y.mean() - ratio * x.mean())
-    return {"checked": True, "n_bones": len(common), "ratio": round(ratio, 4), "offset_mm": round(offset, 2),
-            "why": None}
+    return ratio, float(y.mean() - ratio * x.mean())
+
+
+def lateral_offset_arg(text) -> str | float:
+    """``--lateral-offset``: 'auto', 'none' or a number of mm (the patient sat that much higher, +S,
+    for the lateral exposure than for the frontal one)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        word = str(text).strip().lower()
+        if word in LATERAL_OFFSET_MODES:
+            return word
+        try:
+            value = float(word.removesuffix("mm"))
+        except ValueError:
+            raise InputError(f"--lateral-offset takes auto, none or a number of mm, not {text!r}") from None
+    if not np.isfinite(value) or abs(value) > MAX_USER_OFFSET_MM:
+        raise InputError(f"--lateral-offset {text!r}: a between-exposure offset of at most "
+                         f"{MAX_USER_OFFSET_MM:.0f} mm is expected")
+    return value
+
+
+def lateral_placement(scale: dict, mode="auto") -> dict:
+    """Where the lateral's camera goes (:func:`place_lateral`), from :func:`vertical_scale`'s fit and
+    the user's ``mode`` (:func:`lateral_offset_arg`): 'none' keeps the same-height assumption; a number
+    is the user's offset; 'auto' moves the camera by the bones' estimate when the fit was checked (at
+    least MIN_COMMON_BONES bones on both films), its median residual is at most
+    MAX_PLACEMENT_RESIDUAL_MM and the offset at most MAX_AUTO_OFFSET_MM, else keeps the assumption.
+
+    Returns {"mode", "applied": bool, "source": 'bones' | 'user' | None, "offset_si_mm" (the patient
+    sat this much higher, +S, for the lateral than the same-height assumption says),
+    "magnification" (true / assumed at the isocentre: 1.0 unless PLACE_MAGNIFICATION), "why" (the
+    same-height assumption kept: the reason)}."""
+    mode = lateral_offset_arg(mode)
+    out = {"mode": mode if isinstance(mode, str) else "mm", "applied": False, "source": None,
+           "offset_si_mm": 0.0, "magnification": 1.0, "why": None}
+    if mode == "none":
+        return {**out, "why": "--lateral-offset none: the same-height assumption"}
+    if not isinstance(mode, str):
+        return {**out, "applied": mode != 0.0, "source": "user", "offset_si_mm": float(mode)}
+    why = None
+    if not scale.get("checked"):
+        why = scale.get("why") or "the scale fit was not made"
+    elif scale["residual_mm"] > MAX_PLACEMENT_RESIDUAL_MM:
+        why = (f"the bones found on both films disagree (median residual {scale['residual_mm']:.1f} mm > "
+               f"{MAX_PLACEMENT_RESIDUAL_MM:.0f} mm)")
+    elif abs(scale["offset_mm"]) > MAX_AUTO_OFFSET_MM:
+        why = (f"the bones suggest an offset of {abs(scale['offset_mm']):.0f} mm, more than the "
+               f"{MAX_AUTO_OFFSET_MM:.0f} mm a patient moves between exposures (pass --lateral-offset MM if it is real)")
+    if why is not None:
+        return {**out, "why": why + ": the same-height assumption"}
+    m = float(scale["ratio"]) if PLACE_MAGNIFICATION else 1.0
+    # the lateral's heights through the assumed camera are m x (true - dz): offset = -m dz
+    return {**out, "applied": True, "source": "bones", "offset_si_mm": round(-float(scale["offset_mm"]) / m, 2),
+            "magnification": round(m, 4)}
+
+
+def place_lateral(geometry: ProjectionGeometry, placement: dict) -> ProjectionGeometry:
+    """The lateral's geometry moved as ``placement`` (:func:`lateral_placement`) says: the camera the
+    film was taken with when the patient sat ``offset_si_mm`` higher than assumed
+    (:func:`X2BRLib.dataset.lateral.rendering_geometry`); the same geometry when nothing is applied."""
+    from .dataset.lateral import rendering_geometry
+
+    if not placement.get("applied"):
+        return geometry
+    return rendering_geometry(geometry, placement["offset_si_mm"], placement["magnification"])
+
+
+def placement_text(placement: dict) -> str:
+    """One line for the status and the report: what was applied to the lateral's height."""
+    if placement.get("applied"):
+        by = "the bones found on both films" if placement["source"] == "bones" else "--lateral-offset"
+        scale = (f", magnification x{placement['magnification']:.3f}" if placement["magnification"] != 1.0 else "")
+        return f"lateral placed {placement['offset_si_mm']:+.1f} mm (patient higher, +S; from {by}){scale}"
+    return f"lateral at the frontal film's height ({placement.get('why') or 'offset 0'})"
 
 
 def check_scales(scale: dict, frontal: Radiograph, lateral: Radiograph) -> None:
@@ -215,15 +323,17 @@ def lateral_spacing(lateral: Radiograph, frontal: Radiograph, user_spacing_mm=No
 
 
 def prepare_lateral(frontal: Radiograph, frontal_dets, source, detector, image_size, view: str | None = None,
-                    pixel_spacing_mm=None, force: bool = False) -> LateralFilm:
+                    pixel_spacing_mm=None, force: bool = False, offset="auto") -> LateralFilm:
     """The lateral of ``frontal`` (already checked and scaled; ``frontal_dets``: the detector's boxes on
-    its ``to_network_input(frontal, (detector.imgsz,) * 2)`` image) ready for the network.
+    its ``to_network_input(frontal, (detector.imgsz,) * 2)`` image) ready for the network, its camera
+    placed by ``offset`` ('auto' | 'none' | mm: :func:`lateral_placement`).
 
     Raises InputError for the bad pairs of the module docstring (a lateral that looks frontal
     only unless ``force``). New warnings are also issued as :class:`RadiographWarning`.
     """
     from . import filmcheck
 
+    offset = lateral_offset_arg(offset)
     lateral = read_lateral(source, view)
     n_read = len(lateral.warnings)  # the reader issued these already
     check_views(frontal, lateral)
@@ -274,6 +384,8 @@ def prepare_lateral(frontal: Radiograph, frontal_dets, source, detector, image_s
     for message in lateral.warnings[n_read:]:
         _warnings.warn(f"{lateral.path}: {message}" if lateral.path else message, RadiographWarning, stacklevel=3)
     image, geom = to_network_input(lateral, image_size)
+    placement = lateral_placement(scale, offset)
+    geom = place_lateral(geom, placement)
     record = {
         "input": lateral.path, "view": geom.view, "view_source": lateral.meta.get("view_source"),
         "view_position": lateral.meta.get("view_position"),
@@ -286,12 +398,15 @@ def prepare_lateral(frontal: Radiograph, frontal_dets, source, detector, image_s
     }
     pair = {
         "assumptions": ["the central rays of both exposures meet at one isocentre (the frontal film's), at "
-                        "the same height: a patient who moved between the exposures is not corrected here (the "
-                        "two-view network is trained to tolerate a vertical offset and a magnification error; "
-                        "vertical_scale.offset_mm is what the bones found on both films suggest)",
+                        "the same height unless placement says otherwise: with --lateral-offset auto (the "
+                        "default) the lateral's camera is moved by the height the bones found on both films "
+                        "give (vertical_scale) when they agree, or by the user's --lateral-offset MM (the "
+                        "two-view network is also trained to tolerate a vertical offset and a magnification "
+                        "error)",
                         "the anatomy is the same in both films (the same patient, breathing and posture apart "
                         "from the turn)"],
         "identity": identity, "vertical_scale": scale,
+        "placement": {**placement, "text": placement_text(placement)},
         "same_detector_assumed": spacing["source"] == "frontal_film",
     }
     record["pair"] = pair
@@ -299,4 +414,5 @@ def prepare_lateral(frontal: Radiograph, frontal_dets, source, detector, image_s
 
 
 __all__ = ["LateralFilm", "read_lateral", "check_main_film", "check_views", "check_identity", "mirror_evidence",
-           "vertical_scale", "check_scales", "lateral_spacing", "prepare_lateral", "MAX_SCALE_DISAGREEMENT"]
+           "vertical_scale", "check_scales", "lateral_spacing", "prepare_lateral", "MAX_SCALE_DISAGREEMENT",
+           "lateral_offset_arg", "lateral_placement", "place_lateral", "placement_text"]

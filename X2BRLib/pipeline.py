@@ -54,6 +54,7 @@ class ReconstructOptions:
     #                                                 two-view weights
     lateral_pixel_spacing_mm: float | tuple | None = None  # the user's for the lateral (else file, else the PA's)
     lateral_view: str | None = None  # 'LL' | 'RL': the user's; else from the file, else LL
+    lateral_offset: str | float = "auto"  # the lateral's height: auto (the bones' estimate) | none | mm (pair.py)
 
     def __post_init__(self):
         if self.quality not in QUALITY:
@@ -70,6 +71,9 @@ class ReconstructOptions:
             if str(self.lateral_view).upper() not in LATERAL_VIEWS:
                 raise InputError(f"lateral_view must be LL or RL, got {self.lateral_view!r}")
             self.lateral_view = str(self.lateral_view).upper()
+        from .pair import lateral_offset_arg
+
+        self.lateral_offset = lateral_offset_arg(self.lateral_offset)
         if self.lateral is None and (self.lateral_pixel_spacing_mm is not None or self.lateral_view is not None):
             raise InputError("--lateral-pixel-spacing and --lateral-view need --lateral LAT_FILM (the lateral film)")
 
@@ -276,9 +280,10 @@ class Reconstructor:
             lateral = pair.prepare_lateral(radiograph, dets, self.options.lateral, self.detector, self.image_size,
                                            view=self.options.lateral_view,
                                            pixel_spacing_mm=self.options.lateral_pixel_spacing_mm,
-                                           force=self.options.force)
+                                           force=self.options.force, offset=self.options.lateral_offset)
             extra = {"lateral": lateral.image, "lateral_geometry": lateral.geometry}
-            report(0.09, f"lateral film read ({lateral.geometry.view}): " + lateral.record["spacing"]["from"])
+            report(0.09, f"lateral film read ({lateral.geometry.view}): " + lateral.record["spacing"]["from"]
+                   + "; " + lateral.record["pair"]["placement"]["text"])
         t1 = time.perf_counter()
         report(0.1, "film read and normalised; extracting the bone surfaces (MISE)")
         mise_end = 0.55 if self.refiner is not None else 0.85

@@ -8,8 +8,8 @@ side, the left-right rib separation, looks frontal?) and, for laterals, the mirr
 (``pair.mirror_evidence`` read as LL: which side the back seems to be on, from what). Then every
 pair ``<name>_pa.* + <name>_lat.*``: ``pair.prepare_lateral`` as ``x2br reconstruct PA --lateral
 LAT`` runs it (the frontal film checked and scaled first), and its outcome: refused (the line) or
-the lateral's view, spacing and source, the vertical scale check (ratio of chest heights, offset)
-and the warnings. The settings of filmcheck.FRONTAL_* and pair.MIRROR_* were read off this output.
+the lateral's view, spacing and source, the vertical scale check (ratio of chest heights, offset,
+residual), the lateral's placement (``--lateral-offset auto``) and the warnings. The settings of filmcheck.FRONTAL_* and pair.MIRROR_* were read off this output.
 """
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def main(argv=None) -> int:
         r = out.record
         vs = r["pair"]["vertical_scale"]
         scale = (f"chest height ratio {vs['ratio']} (lateral / PA), offset {vs['offset_mm']} mm from {vs['n_bones']} "
-                 "bones on both" if vs["checked"] else f"scale not checked ({vs['n_bones']} bones on both)")
+                 f"bones on both ({vs.get('n_fit')} fitted, median residual {vs.get('residual_mm')} mm); "
+                 + r["pair"]["placement"]["text"] if vs["checked"] else f"scale not checked ({vs['n_bones']} bones on both)")
         print(f"{pa.name} + {lat.name}: PA spacing {frontal.geometry.spacing_mm[0]:.4g} mm "
               f"({frontal.meta['scale']['source']}); lateral {r['view']} ({r['view_source']}), spacing "
               f"{r['spacing']['spacing_mm'][0]:.4g} mm ({r['spacing']['source']}); {scale}; mirror check: "

@@ -18,7 +18,8 @@ for path in map(Path, sys.argv[1:]):
         continue
     r = json.loads(path.read_text())
     print(f"{path.stem}: {r['n_cases']} {r['split']} cases of {sorted(r['per_patient'])}; lateral offset "
-          f"{r.get('lateral_offset_mm', 0)} mm; baseline from {r['baseline_patients']}")
+          f"{r.get('lateral_offset_mm', 0)} mm, placed {r.get('place_lateral', 'none')}; baseline from "
+          f"{r['baseline_patients']}")
     print(f"  {'method':16s}" + "".join(f"{k:>18s}" for k in KEYS))
     for m, v in r["methods"].items():
         print(f"  {m:16s}" + "".join(f"{v['mean'][k]:11.4f} ±{v['std'][k]:.3f}" for k in KEYS))

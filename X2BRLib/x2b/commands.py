@@ -30,6 +30,16 @@ def _expand_inputs(inputs) -> list[Path]:
     return out
 
 
+def lateral_offset_arg(text: str):
+    """``--lateral-offset``: auto, none or MM (X2BRLib.pair.lateral_offset_arg, the one rule)."""
+    from ..pair import lateral_offset_arg as rule
+
+    try:
+        return rule(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--lateral-offset ")) from None
+
+
 def pixel_spacing_arg(text: str):
     """``--pixel-spacing``: one number (square pixels) or two, column,row (as Slicer's volume
     spacing i, j gives them), in mm."""
@@ -85,7 +95,8 @@ def cmd_reconstruct(args) -> int:
     opts = ReconstructOptions(quality=args.quality, device=args.device, weights=args.weights,
                               refine=args.refine, detector_weights=args.detector_weights, template=args.template,
                               pixel_spacing_mm=args.pixel_spacing, force=args.force, lateral=args.lateral,
-                              lateral_pixel_spacing_mm=args.lateral_pixel_spacing, lateral_view=args.lateral_view)
+                              lateral_pixel_spacing_mm=args.lateral_pixel_spacing, lateral_view=args.lateral_view,
+                              lateral_offset=args.lateral_offset)
     reconstructor = Reconstructor(opts)
     with_lateral = {} if args.lateral is None else {"lateral": str(args.lateral)}
     results, failures = [], []
@@ -145,6 +156,12 @@ def cmd_evaluate(args) -> int:
         if not args.oracle_boxes:
             refiner.detector  # fail now on missing weights
 
+    detector = None
+    if args.place_lateral == "auto":
+        from ..detect.detector import Detector
+
+        detector = refiner.detector if refiner is not None else Detector(args.detector_weights, device=str(rec.device))
+
     def progress(i, n, row):
         text = ", ".join(f"{m} {v['iou_all_bone']:.3f}" for m, v in row.items()
                          if isinstance(v, dict) and "iou_all_bone" in v)
@@ -154,7 +171,8 @@ def cmd_evaluate(args) -> int:
         report = evaluate(args.data, rec, split=args.split, max_cases=args.max_cases, progress=progress,
                           refiner=refiner, baseline=not args.no_baseline, oracle_boxes=args.oracle_boxes,
                           consistency=args.consistency, first_case=args.first_case, others=others,
-                          views=args.views, lateral_offset_mm=args.lateral_offset_mm)
+                          views=args.views, lateral_offset_mm=args.lateral_offset_mm,
+                          place_lateral=args.place_lateral, detector=detector)
     except ValueError as e:
         if isinstance(e, InputError):
             raise
@@ -236,6 +254,10 @@ def add_commands(sub) -> None:
                    help="the lateral's view when its file does not say (PNG, JPEG): LL = the patient's "
                         "left side on the detector, shown with the back on the right; RL the reverse "
                         "(default: from the file, else LL)")
+    s.add_argument("--lateral-offset", type=lateral_offset_arg, default="auto", metavar="auto|none|MM",
+                   help="the lateral's height against the PA film's: auto moves its camera by the offset the "
+                        "bones found on both films give, when they agree (else the same height, as none); "
+                        "MM: the patient sat MM mm higher for the lateral exposure (report.json: pair.placement)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_reconstruct)
 
@@ -270,6 +292,9 @@ def add_commands(sub) -> None:
     s.add_argument("--lateral-offset-mm", type=float, default=0.0, metavar="D",
                    help="shift the lateral's geometry the network is given by D mm along SI (the cost of "
                         "assuming both films were taken at the same height when they were not)")
+    s.add_argument("--place-lateral", choices=["none", "auto"], default="none",
+                   help="auto: place the lateral's camera at the height the bones found on both films give "
+                        "(the detector on both), as `reconstruct --lateral-offset auto` does; none: as given")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("merge-evaluations", help="pool `x2br evaluate` reports of disjoint parts of one split")

@@ -30,7 +30,10 @@ case's lateral: the same names + ``+lat``, for two-view weights only; one-view w
 are evaluated on the PA film alone), on the same cases; ``lateral_offset_mm`` D shifts
 the lateral's geometry the network is given by D mm along SI (the films stay as they
 were rendered: the cost of a wrong same-height assumption). Report keys ``views`` and
-``lateral_offset_mm``.
+``lateral_offset_mm``. ``place_lateral`` "auto" places the lateral's camera as ``x2br reconstruct
+--lateral-offset auto`` does (X2BRLib.pair: the detector on both films, ``vertical_scale``,
+``lateral_placement``, ``place_lateral``) before the network sees it; report key
+``place_lateral`` and, per case, ``placement`` (what was applied).
 """
 from __future__ import annotations
 
@@ -115,7 +118,7 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
              baseline_cases: int = 200, n_points: int = 30000, progress=None, refiner=None,
              baseline: bool = True, oracle_boxes: bool = False, consistency: bool = False,
              first_case: int = 0, others: dict | None = None, views=None,
-             lateral_offset_mm: float = 0.0) -> dict:
+             lateral_offset_mm: float = 0.0, place_lateral: str = "none", detector=None) -> dict:
     """Evaluate ``reconstructor`` (pipeline.Reconstructor; it reconstructs on the dataset's
     ground-truth grid) and the mean-skeleton baseline on ``split``.
 
@@ -126,8 +129,8 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
     by a refiner): anatomical consistency metrics (metrics.consistency_metrics) of every
     method and of the ground truth, under ``consistency.<method>``. others: {name:
     reconstructor} evaluated on the same films as methods ``x2b_<name>``. views: subset of
-    ("pa", "pa+lat") (None: both when the dataset has laterals, else "pa"); lateral_offset_mm:
-    see the module doc.
+    ("pa", "pa+lat") (None: both when the dataset has laterals, else "pa"); lateral_offset_mm,
+    place_lateral ("none" | "auto"; auto needs ``detector``, a detect.detector.Detector): see the module doc.
     """
     from dataclasses import replace as _replace
 
@@ -146,6 +149,8 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
         raise ValueError(f"views must be among {', '.join(VIEWS)}, got {', '.join(views) or 'none'}")
     if "pa+lat" in views and not has_lat:
         raise ValueError("the dataset has no lateral films (build it with --lateral); evaluate --views pa")
+    if place_lateral not in ("none", "auto") or (place_lateral == "auto" and detector is None):
+        raise ValueError(f"place_lateral must be none or auto (auto with a detector), got {place_lateral!r}")
     models = {"x2b": reconstructor, **{f"x2b_{n}": o for n, o in others.items()}}
     runs = [(m, v) for m, r in models.items() for v in VIEWS if v in views and (v == "pa" or _two_view(r))]
     if not any(m == "x2b" for m, _ in runs):
@@ -170,6 +175,9 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
             if "pa+lat" in views:
                 lateral = dict(lateral=z["image_lat"].astype(np.float32), lateral_geometry=rendering_geometry(
                     ProjectionGeometry.from_json(str(z["geometry_lat"])), offset_si_mm=-lateral_offset_mm))
+        placement = None
+        if lateral and place_lateral == "auto":
+            lateral["lateral_geometry"], placement = _placed(detector, image, geom, lateral)
         shape, origin, spacing = geom.box_grid(voxel)
         preds, rec = {}, None
         for (model_name, view), method in name_of.items():
@@ -195,7 +203,8 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
             times["template_only"].append(t_det + time.perf_counter() - t4)
         if base is not None:
             preds["mean_skeleton"] = base
-        row = {"case": name, "patient": patient_of.get(name, "unknown")}
+        row = {"case": name, "patient": patient_of.get(name, "unknown"),
+               **({"placement": placement} if placement is not None else {})}
         for method in methods:
             m = metrics.evaluate_case(preds[method], gt, spacing, origin, max(geom.box_size_mm), n_points=n_points,
                                       seed=first_case + i, per_bone_surface=False)
@@ -213,7 +222,7 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
     patients = [row["patient"] for row in per_case]
     out = {
         "split": split, "n_cases": len(files), "voxel_mm": voxel, "data_root": str(root),
-        "views": list(views), "lateral_offset_mm": float(lateral_offset_mm),
+        "views": list(views), "lateral_offset_mm": float(lateral_offset_mm), "place_lateral": place_lateral,
         "model": reconstructor.model_info(),
         **({"models": {f"x2b_{n}": o.model_info() for n, o in others.items()}} if others else {}),
         "methods": {k: metrics.aggregate(v) for k, v in per_method.items()},
@@ -230,6 +239,20 @@ def evaluate(data_root, reconstructor, split: str = "test", max_cases: int | Non
     if refiner is not None:
         out["refine"] = {"options": refiner.options.to_dict(), "oracle_boxes": bool(oracle_boxes)}
     return metrics.json_safe(out)
+
+
+def _placed(detector, image, geom, lateral: dict):
+    """The lateral's geometry placed from the bones found on both films (X2BRLib.pair, as the pair path
+    does) and the record: (geometry, {applied, offset_si_mm, magnification, n_fit, residual_mm, why})."""
+    from .. import pair
+
+    scale = pair.vertical_scale(detector.detect(image, conf=pair.SCALE_CONFIDENCE), geom,
+                                detector.detect(lateral["lateral"], conf=pair.SCALE_CONFIDENCE),
+                                lateral["lateral_geometry"])
+    placement = pair.lateral_placement(scale, "auto")
+    record = {k: placement[k] for k in ("applied", "offset_si_mm", "magnification", "why")}
+    record.update(n_fit=scale.get("n_fit"), residual_mm=scale.get("residual_mm"))
+    return pair.place_lateral(lateral["lateral_geometry"], placement), record
 
 
 def _merge_aggregates(parts: list[dict]) -> dict:
@@ -258,9 +281,12 @@ def merge_reports(reports: list[dict]) -> dict:
         raise ValueError("nothing to merge")
     first = reports[0]
     for r in reports[1:]:
-        if ((r["split"], r["voxel_mm"], set(r["methods"]), r.get("lateral_offset_mm", 0.0))
-                != (first["split"], first["voxel_mm"], set(first["methods"]), first.get("lateral_offset_mm", 0.0))):
-            raise ValueError("reports differ in split, voxel size, methods or lateral offset; they cannot be merged")
+        if ((r["split"], r["voxel_mm"], set(r["methods"]), r.get("lateral_offset_mm", 0.0),
+             r.get("place_lateral", "none"))
+                != (first["split"], first["voxel_mm"], set(first["methods"]), first.get("lateral_offset_mm", 0.0),
+                    first.get("place_lateral", "none"))):
+            raise ValueError("reports differ in split, voxel size, methods, lateral offset or placement; "
+                             "they cannot be merged")
     cases = [row["case"] for r in reports for row in r["per_case"]]
     if len(set(cases)) != len(cases):
         raise ValueError("reports share cases; merge only disjoint parts")
