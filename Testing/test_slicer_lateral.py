@@ -115,7 +115,8 @@ def test_the_lateral_film_is_placed_on_the_sagittal_plane_through_the_isocentre(
     node = scene_results.lateral_film_of(seg)
     assert node is not None and node is not film
     assert node.GetName() == "chest lateral (X2BR lateral film)"
-    assert node.GetAttribute("X2BR.role") == scene.LATERAL_FILM_ROLE and film.GetAttribute("X2BR.role") == scene.FILM_ROLE
+    assert node.GetAttribute("X2BR.role") == scene.LATERAL_FILM_ROLE
+    assert film.GetAttribute("X2BR.role") == scene.FILM_ROLE
     g = lat.radiograph.geometry  # the full-resolution lateral as the pair placed it (PA isocentre, chosen spacing)
     assert ProjectionGeometry.from_json(node.GetAttribute("X2BR.geometry")) == g
     m = scene.volume_ijk_to_ras(node)

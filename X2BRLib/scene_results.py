@@ -199,7 +199,8 @@ def film_as_reconstructed(report, lateral: bool = False):
                                  default_view="LL" if lateral else "PA")
     if lateral and (record.get("mirror_check") or {}).get("corrected"):  # pair.prepare_lateral turned it
         radiograph = replace(radiograph, image=np.ascontiguousarray(radiograph.image[:, ::-1]),
-                             meta={**radiograph.meta, "flipped": list(radiograph.meta.get("flipped", [])) + ["columns"]})
+                             meta={**radiograph.meta,
+                                   "flipped": list(radiograph.meta.get("flipped") or []) + ["columns"]})
     used = ProjectionGeometry.from_dict(record["geometry"])
     flips = record.get("flipped") if lateral else meta.get("flipped")
     now = list(radiograph.meta.get("flipped") or [])
