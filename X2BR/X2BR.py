@@ -71,8 +71,8 @@ and <i>Device</i> (auto uses a CUDA GPU when there is one).</li>
 shows the stage and the button becomes <b>Cancel</b>.</li>
 <li>Result: a new segmentation per run (<i>film</i> bones (X2BR run <i>n</i>)) with one named, coloured
 segment per bone (standard terminology), shown as surfaces in 3D, and the radiograph placed in the patient
-(coronal view) so the bones overlay it; with a <i>Lateral film</i>, that film too, on the sagittal plane (<i>film</i>
-lateral (X2BR lateral film), shown in the Yellow view). Earlier results are kept; an existing segmentation is
+(coronal view) so the bones overlay it; with a <i>Lateral film</i>, that film too, on the sagittal plane
+(<i>lateral</i> (X2BR lateral film), shown in the Yellow view). Earlier results are kept; an existing segmentation is
 replaced only when you pick it as <i>Segmentation</i>, and X2BR asks first if that would lose edits.</li>
 <li><b>Edit</b> the bones in the Segment Editor module (the segmentation keeps its 3D grid).</li>
 <li><b>Export</b>: Segmentations module, <i>Export to files</i> (STL or OBJ meshes); File / Save Data
@@ -482,9 +482,9 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
             pixel_spacing=filmInput.pixel_spacing_mm, lateral=lateralInput.path if lateralInput else None,
             lateral_pixel_spacing=lateralInput.pixel_spacing_mm if lateralInput else None)
         logging.info("X2BR: " + " ".join(command))
-        self._task = dict(inputVolume=inputVolume, lateralVolume=lateralVolume, choice=choice, radiograph=radiograph,
-                          tempDir=tempDir,
-                          outDir=outDir, progress=progressCallback, completed=completedCallback,
+        self._task = dict(inputVolume=inputVolume, lateralVolume=lateralVolume, choice=choice,
+                          radiograph=radiograph, tempDir=tempDir, outDir=outDir, progress=progressCallback,
+                          completed=completedCallback,
                           warnings=list(info["warnings"]) + ([filmInput.note] if filmInput.note else [])
                           + ([f"lateral film: {lateralInput.note}"] if lateralInput and lateralInput.note else []))
         self._job = slicer_process.ReconstructionProcess(command, env=env).start()

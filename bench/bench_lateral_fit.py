@@ -19,7 +19,8 @@ Metrics: :func:`X2BRLib.metrics.evaluate_case` as ``x2br evaluate`` computes the
 mean per-bone IoU, Chamfer-L1 mm, HD95 mm, ``iou/<bone>``), and each bone's antero-posterior
 error: |centroid - the truth's centroid| along the lateral's columns (the axis the lateral fit
 moves), for the template as placed before CPD (``placed_ap_mm``) and for the final bones
-(``ap_mm``). Every case is one JSON line appended to ``--rows`` (a re-run skips cases already
+(``ap_mm``); ``true_boxes``: the placement before CPD moved by the truth's boxes on the lateral
+(the dataset's ``boxes_lat``) instead of the detector's, what the method gives with perfect boxes. Every case is one JSON line appended to ``--rows`` (a re-run skips cases already
 there); the summary over all rows is printed at the end (``--summary-only``: just that).
 """
 from __future__ import annotations
@@ -79,6 +80,7 @@ def run_case(path: Path, reconstructor, refiner, settings, voxel: float) -> dict
     from X2BRLib.pair import LateralFilm
     from X2BRLib.refine.fit import fit_template
     from X2BRLib.refine.lateral_fit import lateral_ap_shifts
+    from X2BRLib.x2b.evaluate import _detections_from_boxes
 
     with np.load(path) as z:
         image = z["image"].astype(np.float32)
@@ -86,6 +88,7 @@ def run_case(path: Path, reconstructor, refiner, settings, voxel: float) -> dict
         gt = z["gt_labels"]
         image_lat = z["image_lat"].astype(np.float32)
         geom_lat = ProjectionGeometry.from_json(str(z["geometry_lat"]))
+        true_lat_boxes = _detections_from_boxes(z["boxes_lat"])  # the truth's boxes on the lateral
     shape, origin, spacing = geom.box_grid(voxel)
     in_gt = np.bincount(gt.ravel(), minlength=256) > 0
     ap_dir = np.array(geom_lat.u_dir)
@@ -112,6 +115,11 @@ def run_case(path: Path, reconstructor, refiner, settings, voxel: float) -> dict
     row["lateral_boxes"] = {"n": len(lat_dets), "conf>=0.3": sum(d.confidence >= 0.3 for d in lat_dets),
                             "conf>=0.5": sum(d.confidence >= 0.5 for d in lat_dets),
                             "conf>=0.7": sum(d.confidence >= 0.7 for d in lat_dets)}
+    # the method with perfect boxes (the dataset's, confidence 1, no cap): what a better detector could give
+    V_true, moved_true = lateral_ap_shifts(V0, labels_v, geom_lat, true_lat_boxes, 0.0, 1e9)
+    row["true_boxes"] = {"placed_ap_mm": float(np.mean(list(_vertex_ap_errors(
+        V_true, labels_v, gt, origin, spacing, ap_dir).values()))), "bones_moved": len(moved_true),
+        "mean_abs_shift_mm": float(np.mean([abs(m["shift_mm"]) for m in moved_true.values()] or [0.0]))}
     done = {}
     for name, conf, cap in [(BASE, None, None)] + [(_name(c, m), c, m) for c, m in settings]:
         t1 = time.perf_counter()
@@ -176,6 +184,15 @@ def summarise(rows: list[dict]) -> str:
                 vals = [v for r in rows for k, v in r[m]["iou_per_bone"].items() if anatomy.bone(k).group == g]
                 cells.append(f"{np.mean(vals):.4f}" if vals else "-")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    true = [r["true_boxes"] for r in rows if "true_boxes" in r]
+    if true:
+        lines.append("")
+        lines.append(f"the same placement with the truth's lateral boxes (confidence 1, no cap; {len(true)} cases): "
+                     f"AP error mm (placed, before CPD) {np.mean([t['placed_ap_mm'] for t in true]):.2f} "
+                     f"(x2br without the fit on these cases: "
+                     f"{np.mean([r[BASE]['placed_ap_mm'] for r in rows if 'true_boxes' in r]):.2f}), "
+                     f"bones moved / case {np.mean([t['bones_moved'] for t in true]):.1f}, "
+                     f"mean shift mm {np.mean([t['mean_abs_shift_mm'] for t in true]):.2f}")
     boxes = [r["lateral_boxes"] for r in rows]
     lines.append("")
     lines.append("lateral detector boxes per case (mean): " + ", ".join(
