@@ -19,8 +19,10 @@ Metrics: :func:`X2BRLib.metrics.evaluate_case` as ``x2br evaluate`` computes the
 mean per-bone IoU, Chamfer-L1 mm, HD95 mm, ``iou/<bone>``), and each bone's antero-posterior
 error: |centroid - the truth's centroid| along the lateral's columns (the axis the lateral fit
 moves), for the template as placed before CPD (``placed_ap_mm``) and for the final bones
-(``ap_mm``); ``true_boxes``: the placement before CPD moved by the truth's boxes on the lateral
-(the dataset's ``boxes_lat``) instead of the detector's, what the method gives with perfect boxes. Every case is one JSON line appended to ``--rows`` (a re-run skips cases already
+(``ap_mm``); ``true_boxes`` (``true_boxes_extent``): the placement before CPD moved by the truth's boxes on the
+lateral (the dataset's ``boxes_lat``) instead of the detector's, what the method gives with perfect
+boxes (also scaled to their extent). A setting ``CONF:CAP:extent`` runs the fit with
+``match_extent`` (``RefineOptions.lateral_extent``). Every case is one JSON line appended to ``--rows`` (a re-run skips cases already
 there); the summary over all rows is printed at the end (``--summary-only``: just that).
 """
 from __future__ import annotations
@@ -39,15 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 BASE = "x2br"
 
 
-def _name(conf: float, cap: float) -> str:
-    return f"x2br[lat {conf:g} {cap:g}]"
+def _name(conf: float, cap: float, extent: bool = False) -> str:
+    return f"x2br[lat {conf:g} {cap:g}{' extent' if extent else ''}]"
 
 
-def _settings(items) -> list[tuple[float, float]]:
+def _settings(items) -> list[tuple[float, float, bool]]:
+    """CONF:CAP or CONF:CAP:extent -> (conf, cap, match_extent)."""
     out = []
     for item in items:
-        conf, _, cap = str(item).partition(":")
-        out.append((float(conf), float(cap)))
+        conf, cap, *rest = str(item).split(":")
+        out.append((float(conf), float(cap), rest == ["extent"]))
     return out
 
 
@@ -116,20 +119,22 @@ def run_case(path: Path, reconstructor, refiner, settings, voxel: float) -> dict
                             "conf>=0.5": sum(d.confidence >= 0.5 for d in lat_dets),
                             "conf>=0.7": sum(d.confidence >= 0.7 for d in lat_dets)}
     # the method with perfect boxes (the dataset's, confidence 1, no cap): what a better detector could give
-    V_true, moved_true = lateral_ap_shifts(V0, labels_v, geom_lat, true_lat_boxes, 0.0, 1e9)
-    row["true_boxes"] = {"placed_ap_mm": float(np.mean(list(_vertex_ap_errors(
-        V_true, labels_v, gt, origin, spacing, ap_dir).values()))), "bones_moved": len(moved_true),
-        "mean_abs_shift_mm": float(np.mean([abs(m["shift_mm"]) for m in moved_true.values()] or [0.0]))}
+    for key, extent in (("true_boxes", False), ("true_boxes_extent", True)):
+        V_true, moved_true = lateral_ap_shifts(V0, labels_v, geom_lat, true_lat_boxes, 0.0, 1e9, extent)
+        row[key] = {"placed_ap_mm": float(np.mean(list(_vertex_ap_errors(
+            V_true, labels_v, gt, origin, spacing, ap_dir).values()))), "bones_moved": len(moved_true),
+            "mean_abs_shift_mm": float(np.mean([abs(m["shift_mm"]) for m in moved_true.values()] or [0.0]))}
     done = {}
-    for name, conf, cap in [(BASE, None, None)] + [(_name(c, m), c, m) for c, m in settings]:
+    for name, conf, cap, extent in [(BASE, None, None, False)] + [(_name(*s), *s) for s in settings]:
         t1 = time.perf_counter()
         if conf is None:
             V, moved = V0, {}
             opt = replace(refiner.options, use_lateral=False)
         else:
-            V, moved = lateral_ap_shifts(V0, labels_v, geom_lat, lat_dets, conf, cap)
-            opt = replace(refiner.options, use_lateral=True, lateral_conf=conf, lateral_max_shift_mm=cap)
-        key = tuple(sorted((b, m["shift_mm"]) for b, m in moved.items()))
+            V, moved = lateral_ap_shifts(V0, labels_v, geom_lat, lat_dets, conf, cap, extent)
+            opt = replace(refiner.options, use_lateral=True, lateral_conf=conf, lateral_max_shift_mm=cap,
+                          lateral_extent=extent)
+        key = tuple(sorted((b, m["shift_mm"], m["extent_scale"]) for b, m in moved.items()))
         placed = float(np.mean(list(_vertex_ap_errors(V, labels_v, gt, origin, spacing, ap_dir).values())))
         if key in done:
             result = dict(done[key], reused_from=done[key]["name"])
@@ -184,15 +189,17 @@ def summarise(rows: list[dict]) -> str:
                 vals = [v for r in rows for k, v in r[m]["iou_per_bone"].items() if anatomy.bone(k).group == g]
                 cells.append(f"{np.mean(vals):.4f}" if vals else "-")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    true = [r["true_boxes"] for r in rows if "true_boxes" in r]
-    if true:
-        lines.append("")
-        lines.append(f"the same placement with the truth's lateral boxes (confidence 1, no cap; {len(true)} cases): "
-                     f"AP error mm (placed, before CPD) {np.mean([t['placed_ap_mm'] for t in true]):.2f} "
-                     f"(x2br without the fit on these cases: "
-                     f"{np.mean([r[BASE]['placed_ap_mm'] for r in rows if 'true_boxes' in r]):.2f}), "
-                     f"bones moved / case {np.mean([t['bones_moved'] for t in true]):.1f}, "
-                     f"mean shift mm {np.mean([t['mean_abs_shift_mm'] for t in true]):.2f}")
+    for key in ("true_boxes", "true_boxes_extent"):
+        true = [r[key] for r in rows if key in r]
+        if true:
+            lines.append("")
+            lines.append(f"the placement moved by the truth's lateral boxes (confidence 1, no cap"
+                         f"{', with the extent' if key.endswith('extent') else ''}; {len(true)} cases): "
+                         f"AP error mm (placed, before CPD) {np.mean([t['placed_ap_mm'] for t in true]):.2f} "
+                         f"(x2br without the fit on these cases: "
+                         f"{np.mean([r[BASE]['placed_ap_mm'] for r in rows if key in r]):.2f}), "
+                         f"bones moved / case {np.mean([t['bones_moved'] for t in true]):.1f}, "
+                         f"mean shift mm {np.mean([t['mean_abs_shift_mm'] for t in true]):.2f}")
     boxes = [r["lateral_boxes"] for r in rows]
     lines.append("")
     lines.append("lateral detector boxes per case (mean): " + ", ".join(
@@ -208,7 +215,8 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--max-cases", type=int, default=10)
     ap.add_argument("--first-case", type=int, default=0)
-    ap.add_argument("--settings", nargs="*", default=["0.5:30"], help="CONF:CAP_MM of the lateral fit")
+    ap.add_argument("--settings", nargs="*", default=["0.5:30"],
+                    help="CONF:CAP_MM[:extent] of the lateral fit")
     ap.add_argument("--weights", default=None, help="two-view X2B weights (default: the shipped v6)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
