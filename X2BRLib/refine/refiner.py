@@ -64,7 +64,7 @@ class RefineOptions:
     use_x2b: bool = True         # False: template-only (boxes + nominal depth, no CPD)
     register: bool = True        # False: placed template without CPD
     use_lateral: bool = True     # a pair's lateral film: confident boxes on it set each bone's AP place
-    lateral_conf: float = LATERAL_MIN_CONFIDENCE  # refine/lateral_fit.py; what it gains is not measured
+    lateral_conf: float = LATERAL_MIN_CONFIDENCE  # refine/lateral_fit.py (bench/results/lateral_fit_cpu.txt)
     lateral_max_shift_mm: float = LATERAL_MAX_SHIFT_MM
     lateral_extent: bool = LATERAL_MATCH_EXTENT  # also scale each bone front to back to its lateral box
 
