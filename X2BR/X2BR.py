@@ -71,8 +71,9 @@ and <i>Device</i> (auto uses a CUDA GPU when there is one).</li>
 shows the stage and the button becomes <b>Cancel</b>.</li>
 <li>Result: a new segmentation per run (<i>film</i> bones (X2BR run <i>n</i>)) with one named, coloured
 segment per bone (standard terminology), shown as surfaces in 3D, and the radiograph placed in the patient
-(coronal view) so the bones overlay it. Earlier results are kept; an existing segmentation is replaced only
-when you pick it as <i>Segmentation</i>, and X2BR asks first if that would lose edits.</li>
+(coronal view) so the bones overlay it; with a <i>Lateral film</i>, that film too, on the sagittal plane
+(<i>lateral</i> (X2BR lateral film), shown in the Yellow view). Earlier results are kept; an existing segmentation is
+replaced only when you pick it as <i>Segmentation</i>, and X2BR asks first if that would lose edits.</li>
 <li><b>Edit</b> the bones in the Segment Editor module (the segmentation keeps its 3D grid).</li>
 <li><b>Export</b>: Segmentations module, <i>Export to files</i> (STL or OBJ meshes); File / Save Data
 (<i>.seg.nrrd</i>); Data module, right-click the segmentation, <i>Export to DICOM</i> (DICOM SEG, needs the
@@ -337,6 +338,7 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
         self.logCallback = None  # called with status text outside a run (package installation)
         self.lastSegmentation = None
         self.lastFilm = None
+        self.lastLateralFilm = None
         self._job = None
         self._task = None
         self._timer = qt.QTimer()
@@ -453,7 +455,8 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
         """Start ``x2br reconstruct`` on the volume; returns at once. progressCallback(fraction, message,
         logLine); completedCallback(success, message). The result goes into a new segmentation, or into
         outputSegmentation when given (refused with ValueError when that would lose edits, unless
-        replaceConfirmed), with a placed copy of the film; see lastSegmentation / lastFilm.
+        replaceConfirmed), with a placed copy of the film (and of the lateral); see lastSegmentation / lastFilm /
+        lastLateralFilm.
         lateralVolume: optional lateral film of the same study, passed as ``--lateral`` (its file chosen
         by the same rule as the radiograph's)."""
         if self.isRunning:
@@ -479,8 +482,9 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
             pixel_spacing=filmInput.pixel_spacing_mm, lateral=lateralInput.path if lateralInput else None,
             lateral_pixel_spacing=lateralInput.pixel_spacing_mm if lateralInput else None)
         logging.info("X2BR: " + " ".join(command))
-        self._task = dict(inputVolume=inputVolume, choice=choice, radiograph=radiograph, tempDir=tempDir,
-                          outDir=outDir, progress=progressCallback, completed=completedCallback,
+        self._task = dict(inputVolume=inputVolume, lateralVolume=lateralVolume, choice=choice,
+                          radiograph=radiograph, tempDir=tempDir, outDir=outDir, progress=progressCallback,
+                          completed=completedCallback,
                           warnings=list(info["warnings"]) + ([filmInput.note] if filmInput.note else [])
                           + ([f"lateral film: {lateralInput.note}"] if lateralInput and lateralInput.note else []))
         self._job = slicer_process.ReconstructionProcess(command, env=env).start()
@@ -568,19 +572,24 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
     def _loadResults(self, task) -> None:
         from X2BRLib import scene_results
 
+        lateral = task.get("lateralVolume")
         film, segmentation, notes = scene_results.load_result(
             slicer.mrmlScene, os.path.join(task["outDir"], "bones.seg.nrrd"), task["radiograph"],
-            task["inputVolume"].GetName(), task["choice"], meshes_dir=os.path.join(task["outDir"], "meshes"))
+            task["inputVolume"].GetName(), task["choice"], meshes_dir=os.path.join(task["outDir"], "meshes"),
+            report=os.path.join(task["outDir"], "report.json"),
+            lateral_name=lateral.GetName() if lateral is not None else None)
         for note in notes:
             logging.warning("X2BR: " + note)
         task["warnings"].extend(notes)
         self.lastFilm, self.lastSegmentation = film, segmentation
+        self.lastLateralFilm = scene_results.lateral_film_of(segmentation)
         if slicer.app.layoutManager() is not None:
-            self.showResults(film, segmentation)
+            self.showResults(film, segmentation, self.lastLateralFilm)
 
     @staticmethod
-    def showResults(film, segmentation) -> None:
-        """Film in the slice views (the coronal view through its plane), bones in 2D and 3D."""
+    def showResults(film, segmentation, lateralFilm=None) -> None:
+        """Film in the slice views (the coronal view through its plane; a lateral film in the Yellow,
+        sagittal, view through its own), bones in 2D and 3D."""
         if film is not None:
             slicer.util.setSliceViewerLayers(background=film, fit=True)
             m = vtk.vtkMatrix4x4()
@@ -591,6 +600,10 @@ class X2BRLogic(ScriptedLoadableModuleLogic):
                 widget = slicer.app.layoutManager().sliceWidget(name)
                 if widget:
                     widget.mrmlSliceNode().JumpSliceByCentering(*centre)
+        yellow = slicer.app.layoutManager().sliceWidget("Yellow") if lateralFilm is not None else None
+        if yellow:  # the lateral's plane is sagittal through the same isocentre: the film's centre lies on it
+            yellow.mrmlSliceCompositeNode().SetBackgroundVolumeID(lateralFilm.GetID())
+            yellow.sliceLogic().FitSliceToAll()
         segmentation.SetDisplayVisibility(True)
         threeD = slicer.app.layoutManager().threeDWidget(0)
         if threeD:

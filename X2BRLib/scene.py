@@ -21,6 +21,10 @@ isocentre, between the source and the detector) are cut by the film's plane
 exactly where they appear on the film. Bones in front of or behind that plane
 are magnified a little more or less (a few per cent) than the plane itself:
 the overlay is exact on the plane, approximate away from it.
+
+A pair's lateral film (LL / RL) is placed by the same rule with its own geometry: on the sagittal
+plane through the (shared) isocentre, columns toward the patient's back (LL) or front (RL), rows
+toward the feet, so the Yellow view shows it upright and the bones cut by that plane.
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ READABLE_SUFFIXES = (".dcm", ".dicom", ".dic", ".png", ".jpg", ".jpeg", ".tif", 
 CLOSED_SURFACE = "Closed surface"
 BINARY_LABELMAP = "Binary labelmap"
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as the radiograph reader
+FILM_ROLE = "placed radiograph"  # X2BR.role of a placed film (the PA / AP film a run read)
+LATERAL_FILM_ROLE = "placed lateral radiograph"  # ... of a pair's lateral film
 
 
 def _slicer():
@@ -237,14 +243,17 @@ def film_ijk_to_ras(geometry) -> np.ndarray:
     return LPS_TO_RAS @ film_ijk_to_lps(geometry)
 
 
-def add_radiograph_volume(scene, radiograph, name: str | None = None, node=None):
+def add_radiograph_volume(scene, radiograph, name: str | None = None, node=None, role: str = FILM_ROLE):
     """A scalar volume node showing a radiograph placed in the patient (see the module docstring).
 
     radiograph: a :class:`~X2BRLib.io.radiograph.Radiograph` or a file path (read with
         ``read_radiograph``). Its image (H, W) float32 in [0, 1], bone bright, becomes a
-        W x H x 1 volume; window 0..1.
+        W x H x 1 volume; window 0..1. Its geometry places it: a frontal film on the coronal
+        plane through the isocentre, a lateral (LL / RL) on the sagittal one, the same rule.
     node: a vtkMRMLScalarVolumeNode to fill (its image and geometry are replaced), or None
         to add a new one named ``name`` (default: the file's stem).
+    role: the node's ``X2BR.role`` attribute (:data:`FILM_ROLE`, or :data:`LATERAL_FILM_ROLE` for a
+        pair's lateral film).
     Returns the node. The film plane is the RAS plane through the isocentre.
     """
     import vtk
@@ -270,7 +279,7 @@ def add_radiograph_volume(scene, radiograph, name: str | None = None, node=None)
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     node.SetIJKToRASMatrix(_vtk_matrix(film_ijk_to_ras(radiograph.geometry)))
     node.SetAndObserveImageData(image)
-    node.SetAttribute("X2BR.role", "placed radiograph")
+    node.SetAttribute("X2BR.role", role)
     node.SetAttribute("X2BR.geometry", radiograph.geometry.to_json())
     if radiograph.path:
         node.SetAttribute("X2BR.source", str(radiograph.path))
@@ -461,7 +470,8 @@ def save_segmentation(segmentation_node, path) -> Path:
     return path
 
 
-__all__ = ["LPS_TO_RAS", "headless_scene", "check_radiograph_volume", "film_array", "source_file", "write_volume_file",
+__all__ = ["LPS_TO_RAS", "FILM_ROLE", "LATERAL_FILM_ROLE", "headless_scene", "check_radiograph_volume", "film_array",
+           "source_file", "write_volume_file",
            "film_ijk_to_lps", "film_ijk_to_ras", "add_radiograph_volume", "film_plane_ras", "volume_ijk_to_ras",
            "ensure_conversion_rules", "apply_catalog", "load_segmentation", "create_closed_surfaces",
            "closed_surface", "all_surfaces_non_empty", "save_segmentation"]

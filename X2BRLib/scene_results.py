@@ -6,8 +6,8 @@ widgets and dialogs; the headless tests run them on a real MRML scene (slicer-co
 The rules
 ---------
 * Each Reconstruct makes a NEW segmentation, named after the film and the run
-  (``<film> bones (X2BR run 2)``), and a placed film of its own; earlier results, and the
-  film nodes of earlier runs, are never overwritten.
+  (``<film> bones (X2BR run 2)``), and a placed film of its own (with a lateral film, a placed
+  lateral film too); earlier results, and the film nodes of earlier runs, are never overwritten.
 * An existing segmentation is replaced only when the user picked it as the output. Then
   :func:`choose_output` says whether anything would be lost (segments that X2BR did not load, or
   that were edited since X2BR loaded them: see :func:`segmentation_fingerprint`); the module asks
@@ -25,6 +25,7 @@ import numpy as np
 FILM_ATTRIBUTE = "X2BR.film"  # on a result segmentation: the name of the film it was made from
 RUN_ATTRIBUTE = "X2BR.run"  # its run number for that film (1, 2...)
 FINGERPRINT_ATTRIBUTE = "X2BR.fingerprint"  # segmentation_fingerprint() when X2BR loaded it
+LATERAL_REFERENCE = "x2brLateralFilm"  # node reference role: a result segmentation -> its placed lateral film
 
 
 def _segment_ids(segmentation) -> list[str]:
@@ -168,21 +169,82 @@ def choose_output(scene, film_name: str, chosen=None) -> OutputChoice:
     return OutputChoice(chosen, chosen.GetName(), run, question, segmentation_fingerprint(chosen))
 
 
-def place_film(scene, radiograph_path, name: str):
-    """The film placed in the patient for this run (scene.add_radiograph_volume): an existing
-    placed film is reused only when it shows the very same file with the very same geometry,
-    otherwise a new node; a film of another radiograph or run is never overwritten."""
-    from . import scene as scene_mod
+def film_as_reconstructed(report, lateral: bool = False):
+    """The film a run reconstructed from, as the command read it: the file its ``report.json``
+    names, read again (full resolution; a lateral turned as the pair check turned it), with the
+    geometry the reconstruction used (the report's network-form geometry at the file's pixel count
+    and the chosen detector spacing: the PA film's estimated one, the lateral's at the PA film's
+    isocentre), so the placed film and the bones agree even when the spacing was not the file's.
+
+    report: the run's report (dict) or the path of its ``report.json``; lateral: the pair's lateral
+    film (``report["lateral"]``) instead of the film. Returns a
+    :class:`~X2BRLib.io.radiograph.Radiograph`; :class:`~X2BRLib.errors.InputError` when the report
+    names no such film or the file no longer matches what was reconstructed."""
+    import json
+    from dataclasses import replace
+
+    from .errors import InputError
+    from .geometry import ProjectionGeometry
     from .io.radiograph import read_radiograph
 
-    radiograph = read_radiograph(radiograph_path)
+    if not isinstance(report, dict):
+        report = json.loads(Path(report).read_text())
+    record = report.get("lateral") if lateral else report
+    what = "lateral film" if lateral else "film"
+    if not record or not record.get("input") or not record.get("geometry"):
+        raise InputError(f"the run's report names no {what}")
+    meta = record.get("input_meta") or {}
+    view = meta.get("view") if meta.get("view_source") == "argument" else None  # the user's --lateral-view
+    radiograph = read_radiograph(record["input"], default_spacing_mm=None, view=view,
+                                 default_view="LL" if lateral else "PA")
+    if lateral and (record.get("mirror_check") or {}).get("corrected"):  # pair.prepare_lateral turned it
+        radiograph = replace(radiograph, image=np.ascontiguousarray(radiograph.image[:, ::-1]),
+                             meta={**radiograph.meta,
+                                   "flipped": list(radiograph.meta.get("flipped") or []) + ["columns"]})
+    used = ProjectionGeometry.from_dict(record["geometry"])
+    flips = record.get("flipped") if lateral else meta.get("flipped")
+    now = list(radiograph.meta.get("flipped") or [])
+    if used.view != radiograph.geometry.view or (flips is not None and list(flips) != now):
+        raise InputError(f"the {what} reads as {radiograph.geometry.view} "
+                         f"(flipped: {', '.join(now) or 'no'}), but the run read it as "
+                         f"{used.view} (flipped: {', '.join(flips or []) or 'no'})", record["input"])
+    spacing = ((record.get("spacing") if lateral else record.get("scale")) or {}).get("spacing_mm")
+    if spacing is None:  # a report without a scale record: the spacing the file gives
+        spacing = radiograph.geometry.spacing_mm
+    w, h = radiograph.geometry.size_px
+    field_mm = max(w * float(spacing[0]), h * float(spacing[1]))  # io.radiograph.to_network_input's square
+    if abs(field_mm - used.spacing_mm[0] * used.width) > 1e-3 * field_mm:
+        raise InputError(f"the {what} is {w} x {h} px of {float(spacing[0]):.4g} mm, not the film of "
+                         f"{used.spacing_mm[0] * used.width:.1f} mm the run reconstructed from", record["input"])
+    return replace(radiograph, geometry=replace(used, spacing_mm=tuple(float(v) for v in spacing), size_px=(w, h)))
+
+
+def place_film(scene, radiograph, name: str, role: str | None = None):
+    """The film placed in the patient for this run (scene.add_radiograph_volume): an existing
+    placed film is reused only when it shows the very same file with the very same geometry (and
+    role), otherwise a new node; a film of another radiograph or run is never overwritten.
+
+    radiograph: a file path (read with the file's geometry) or a Radiograph with the geometry to
+    place it by (:func:`film_as_reconstructed`: the PA film or the pair's lateral); role:
+    ``scene.FILM_ROLE`` (default) or ``scene.LATERAL_FILM_ROLE``."""
+    from . import scene as scene_mod
+    from .io.radiograph import Radiograph, read_radiograph
+
+    role = role or scene_mod.FILM_ROLE
+    if not isinstance(radiograph, Radiograph):
+        radiograph = read_radiograph(radiograph)
     geometry = radiograph.geometry.to_json()
     for node in _nodes(scene, "vtkMRMLScalarVolumeNode"):
-        if (node.GetAttribute("X2BR.role") and node.GetAttribute("X2BR.source") == str(radiograph.path)
+        if (node.GetAttribute("X2BR.role") == role and node.GetAttribute("X2BR.source") == str(radiograph.path)
                 and node.GetAttribute("X2BR.geometry") == geometry and node.GetImageData() is not None
                 and np.array_equal(scene_mod.film_array(node), radiograph.image)):
             return node
-    return scene_mod.add_radiograph_volume(scene, radiograph, name=scene.GenerateUniqueName(name))
+    return scene_mod.add_radiograph_volume(scene, radiograph, name=scene.GenerateUniqueName(name), role=role)
+
+
+def lateral_film_of(segmentation_node):
+    """The placed lateral film of the run that made this segmentation (None: no lateral, or not placed)."""
+    return segmentation_node.GetNodeReference(LATERAL_REFERENCE)
 
 
 def load_closed_meshes(segmentation_node, meshes_dir) -> list[str]:
@@ -219,14 +281,24 @@ def load_closed_meshes(segmentation_node, meshes_dir) -> list[str]:
 
 
 def load_result(scene, segmentation_path, radiograph_path, film_name: str, choice: OutputChoice | None = None,
-                meshes_dir=None):
-    """Load one run's output: place its film, load its bones where :func:`choose_output` said
-    (and, when ``meshes_dir`` holds the command's closed meshes, show those: :func:`load_closed_meshes`).
+                meshes_dir=None, report=None, lateral_name: str | None = None):
+    """Load one run's output: place its film (and a pair's lateral film), load its bones where
+    :func:`choose_output` said (and, when ``meshes_dir`` holds the command's closed meshes, show
+    those: :func:`load_closed_meshes`).
+
+    report: the run's ``report.json`` (path or dict), or None. With it, the film is placed with the
+    geometry the reconstruction used (:func:`film_as_reconstructed`) and, when the run read a
+    lateral film, that film too (``scene.LATERAL_FILM_ROLE``, named ``<lateral_name> (X2BR lateral
+    film)``, lateral_name defaulting to ``<film_name> lateral``), by the same rule: reused only when
+    the very same, else a new node. The segmentation references it (:func:`lateral_film_of`).
+    Without a report the film is placed from ``radiograph_path`` with the file's geometry.
 
     Returns (film node or None when the film could not be placed, segmentation node, notes:
     [str] for the user). Nothing earlier is overwritten unless ``choice.node`` was picked by
     the user and has not changed since ``choice`` was made.
     """
+    import json
+
     from . import scene as scene_mod
 
     choice = choice or choose_output(scene, film_name)
@@ -234,20 +306,32 @@ def load_result(scene, segmentation_path, radiograph_path, film_name: str, choic
     if node is not None and (node.GetScene() is None or segmentation_fingerprint(node) != choice.fingerprint):
         notes.append(f"'{choice.name}' changed while X2BR was running: the result is a new segmentation instead")
         node = None
+    if report is not None and not isinstance(report, dict):
+        report = json.loads(Path(report).read_text())
     try:
-        film = place_film(scene, radiograph_path, f"{film_name} (X2BR film)")
+        film = place_film(scene, radiograph_path if report is None else film_as_reconstructed(report),
+                          f"{film_name} (X2BR film)")
     except Exception as e:  # the bones are still worth loading
         film = None
         notes.append(f"the film could not be placed in the scene: {e}")
+    lateral = None
+    if report is not None and report.get("lateral"):
+        try:
+            lateral = place_film(scene, film_as_reconstructed(report, lateral=True),
+                                 f"{lateral_name or film_name + ' lateral'} (X2BR lateral film)",
+                                 role=scene_mod.LATERAL_FILM_ROLE)
+        except Exception as e:
+            notes.append(f"the lateral film could not be placed in the scene: {e}")
     name = choice.name if node is not None else result_name(scene, film_name, choice.run)
     segmentation = scene_mod.load_segmentation(scene, Path(segmentation_path), node=node, name=name,
                                                source_volume=film)
+    segmentation.SetNodeReferenceID(LATERAL_REFERENCE, lateral.GetID() if lateral is not None else None)
     if meshes_dir is not None and Path(meshes_dir).is_dir():
         load_closed_meshes(segmentation, meshes_dir)
     mark_as_result(segmentation, film_name, choice.run)
     return film, segmentation, notes
 
 
-__all__ = ["FILM_ATTRIBUTE", "RUN_ATTRIBUTE", "FINGERPRINT_ATTRIBUTE", "segmentation_fingerprint", "mark_as_result",
-           "content_at_risk", "next_run", "result_name", "OutputChoice", "choose_output", "place_film",
-           "load_closed_meshes", "load_result"]
+__all__ = ["FILM_ATTRIBUTE", "RUN_ATTRIBUTE", "FINGERPRINT_ATTRIBUTE", "LATERAL_REFERENCE", "segmentation_fingerprint",
+           "mark_as_result", "content_at_risk", "next_run", "result_name", "OutputChoice", "choose_output",
+           "film_as_reconstructed", "place_film", "lateral_film_of", "load_closed_meshes", "load_result"]

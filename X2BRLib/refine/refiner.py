@@ -39,6 +39,7 @@ from scipy import ndimage
 
 from .. import anatomy
 from ..meshing import surface_mesh
+from .lateral_fit import MATCH_EXTENT as LATERAL_MATCH_EXTENT
 from .lateral_fit import MAX_SHIFT_MM as LATERAL_MAX_SHIFT_MM, MIN_CONFIDENCE as LATERAL_MIN_CONFIDENCE
 from .lateral_fit import lateral_ap_shifts
 from .pieces import check_template, keep_largest_piece
@@ -63,8 +64,9 @@ class RefineOptions:
     use_x2b: bool = True         # False: template-only (boxes + nominal depth, no CPD)
     register: bool = True        # False: placed template without CPD
     use_lateral: bool = True     # a pair's lateral film: confident boxes on it set each bone's AP place
-    lateral_conf: float = LATERAL_MIN_CONFIDENCE  # refine/lateral_fit.py; what it gains is not measured
+    lateral_conf: float = LATERAL_MIN_CONFIDENCE  # refine/lateral_fit.py (bench/results/lateral_fit_cpu.txt)
     lateral_max_shift_mm: float = LATERAL_MAX_SHIFT_MM
+    lateral_extent: bool = LATERAL_MATCH_EXTENT  # also scale each bone front to back to its lateral box
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,7 +189,7 @@ class Refiner:
             else:
                 lat_dets = self.detector.detect(rec.lateral.image, conf=conf)
             V, moved = lateral_ap_shifts(V, self.template.vertex_labels, rec.lateral.geometry, lat_dets,
-                                         opt.lateral_conf, opt.lateral_max_shift_mm)
+                                         opt.lateral_conf, opt.lateral_max_shift_mm, opt.lateral_extent)
             V = V.astype(np.float32)
             lateral_info = {"n_detections": len(lat_dets), "bones_moved": len(moved),
                             "moves": {anatomy.bone(b).name: m for b, m in moved.items()},
