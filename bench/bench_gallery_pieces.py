@@ -1,0 +1,89 @@
+"""Issue 14's target "--refine keeps every bone one piece on every frontal gallery film", measured:
+every frontal film of a gallery through `x2br reconstruct --refine` (one command, one sub-folder per
+film), then each bone of each `bones.seg.nrrd` counted in 26-connected pieces
+(`metrics.connected_components_per_bone`) and each `meshes/*.stl` checked as one closed surface.
+
+    python bench/bench_gallery_pieces.py --films ../shared/data/films -o /tmp/gallery_refine \
+        [--quality fast] [--detector-weights DIR] [--count-only]
+
+--count-only: count what an earlier run left in -o (e.g. a run stopped before its last film).
+
+Prints one line per film (bones written, bones in more than one piece, meshes not one closed piece,
+the scale used and where from) and a total. Lateral films (*_lat.*) and SOURCES.md are skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from X2BRLib import metrics  # noqa: E402
+from X2BRLib.refine.pieces import is_one_closed_piece  # noqa: E402
+
+FILM_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".mha", ".nrrd", ".tif", ".tiff"}
+
+
+def read_stl_faces(path: Path):
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    r = vtk.vtkSTLReader()
+    r.SetFileName(str(path))
+    r.Update()  # the reader merges coincident points, so shared vertices share an index
+    return vtk_to_numpy(r.GetOutput().GetPolys().GetConnectivityArray()).reshape(-1, 3)  # triangles
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--films", required=True)
+    ap.add_argument("-o", "--output", required=True, help="folder for the reconstructions (must not exist)")
+    ap.add_argument("--quality", default="default", choices=["fast", "default", "high"])
+    ap.add_argument("--detector-weights")
+    ap.add_argument("--count-only", action="store_true", help="no reconstruction: count the outputs already in -o")
+    args = ap.parse_args(argv)
+    films = sorted(p for p in Path(args.films).iterdir()
+                   if p.suffix.lower() in FILM_SUFFIXES and "_lat." not in p.name)
+    cmd = [sys.executable, "-m", "X2BRLib.cli", "reconstruct", *map(str, films), "-o", args.output,
+           "--refine", "--quality", args.quality, "--no-progress"]
+    if args.detector_weights:
+        cmd += ["--detector-weights", args.detector_weights]
+    t0 = time.time()
+    run = None if args.count_only else subprocess.run(cmd, capture_output=True, text=True)
+    print(f"# {len(films)} frontal films, `x2br reconstruct --refine --quality {args.quality}`: "
+          + ("counted from an earlier run's outputs" if run is None
+             else f"exit {run.returncode}, {time.time() - t0:.0f} s"))
+    import slicerio
+
+    totals = dict(films=0, broken_bones=0, open_meshes=0)
+    for f in films:
+        out = Path(args.output) / f.stem
+        seg = out / "bones.seg.nrrd"
+        if not seg.exists():
+            print(f"{f.name:40s} no output (refused, failed, or not reached)")
+            continue
+        comps = metrics.connected_components_per_bone(slicerio.read_segmentation(str(seg))["voxels"])
+        present = [n for n, c in comps.items() if c]
+        broken = sorted(n for n, c in comps.items() if c > 1)
+        open_ = [p.stem for p in sorted((out / "meshes").glob("*.stl"))
+                 if not is_one_closed_piece(int((fc := read_stl_faces(p)).max()) + 1, fc)]
+        rep = json.loads((out / "report.json").read_text())
+        sc = rep.get("scale") or {}
+        totals["films"] += 1
+        totals["broken_bones"] += len(broken)
+        totals["open_meshes"] += len(open_)
+        print(f"{f.name:40s} bones {len(present):2d}  in >1 piece: {len(broken)} {broken or ''}  "
+              f"meshes not one closed piece: {len(open_)}  scale {sc.get('spacing_mm', '?')} mm "
+              f"({sc.get('source', '?')})")
+    print(f"total: {totals['films']} films reconstructed, {totals['broken_bones']} bones in more than one piece, "
+          f"{totals['open_meshes']} meshes not one closed piece")
+    if run is not None and run.returncode:
+        print("stderr tail:", run.stderr.strip().splitlines()[-3:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
