@@ -6,12 +6,12 @@
 # (one per patient) so a partial run is usable; a part already written is kept. v6 SAW these patients
 # in training (not these cases: test seeds): the comparison placed vs not is fair on the same films,
 # the absolute IoU is not a held-out score.
-#   bash scripts/cpu_pair_offset_iou.sh DATA OUT [PARTS]   (PARTS: first cases of the parts, default "0 5")
+#   bash scripts/cpu_pair_offset_iou.sh DATA OUT [PARTS]   (PARTS: first cases of the parts, default "0 5"; "": merge and summarise only)
 # DATA: x2br build-dataset --prepared .prepared --lateral --train 0 --val 0 --test 15 --points 1024
 #       --image-size 256 --voxel-mm 2 -o DATA
 # OUT gets off<D>_<none|auto>_f<F>.json (+ .log), off<D>_<none|auto>.json (the parts merged) and summary.txt.
 set -uo pipefail
-DATA=${1:?DATA}; OUT=${2:?OUT}; PARTS=${3:-0 5}
+DATA=${1:?DATA}; OUT=${2:?OUT}; PARTS=${3-0 5}
 mkdir -p "$OUT"
 for F in $PARTS; do for D in 20 0 10; do for P in none auto; do
   out=$OUT/off${D}_${P}_f${F}.json
