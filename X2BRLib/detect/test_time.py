@@ -20,7 +20,7 @@ import numpy as np
 
 PASSES = ("plain", "clahe", "zoom")
 CLAHE_CLIP = 0.02
-GATE_MM = 15.0  # a test-time box counts when its bone's centre is within this (or 2 x the fit's RMS) of the prior
+GATE_MM = 20.0  # a test-time box counts when its bone's centre is within this of where the layout puts it
 ZOOM = 1.25
 
 
@@ -56,26 +56,27 @@ def network_size(imgsz: int, name: str) -> int:
 
 def keep_consistent(plain, merged) -> list:
     """Of ``merged``'s boxes that the plain pass did not give (a new bone or another box), keep
-    those whose centre lies within ``max(2 x RMS, GATE_MM)`` of where the frontal layout prior
-    (``scale.fit_layout``'s, a similarity fitted to the plain pass's boxes of confidence >=
-    ``scale.MIN_CONFIDENCE``, outliers dropped) puts that bone; the others fall back to the plain
-    pass's box or are dropped. Without such a fit (too few bones): the plain pass's detections."""
+    those whose centre lies within ``GATE_MM`` of where the frontal layout prior (``scale.fit_layout``'s,
+    a similarity fitted to the plain pass's boxes of confidence >= ``scale.MIN_CONFIDENCE``, outliers
+    dropped) puts that bone; the others fall back to the plain pass's box or are dropped. Without
+    such a fit (too few bones) or with one the film check would warn about (RMS residual above
+    ``filmcheck.LAYOUT_MAX_RESIDUAL_MM``): the plain pass's detections."""
+    from ..filmcheck import LAYOUT_MAX_RESIDUAL_MM
     from ..scale import MIN_CONFIDENCE, fit_layout, fit_similarity, load_prior
 
     lut = load_prior()["centre_mm_by_label"]
     fit = fit_layout(plain)
-    if fit is None:
+    if fit is None or fit["residual_rms_mm"] > LAYOUT_MAX_RESIDUAL_MM:
         return list(plain)
     used = [d for d in plain if d.label in set(fit["labels"]) and d.confidence >= MIN_CONFIDENCE]
     centre = lambda d: np.array([(d.box_px[0] + d.box_px[2]) / 2, (d.box_px[1] + d.box_px[3]) / 2])  # noqa: E731
     k, R, t, _ = fit_similarity(np.stack([lut[d.label] for d in used]), np.stack([centre(d) for d in used]),
                                 np.array([d.confidence for d in used]))
-    limit = max(2.0 * fit["residual_rms_mm"], GATE_MM)
     by_plain = {d.label: d for d in plain}
     out = []
     for d in merged:
         if d is by_plain.get(d.label) or (d.label in lut and
-                                          np.linalg.norm(centre(d) - (k * lut[d.label] @ R.T + t)) / k <= limit):
+                                          np.linalg.norm(centre(d) - (k * lut[d.label] @ R.T + t)) / k <= GATE_MM):
             out.append(d)
         elif d.label in by_plain:
             out.append(by_plain[d.label])
