@@ -82,7 +82,8 @@ def main(argv=None) -> int:
             image, _ = to_network_input(rad, (det.imgsz, det.imgsz))
             row = {"name": name, "kind": kind}
             for mode in ("plain", "test-time"):
-                dets = det.detect(image, conf=filmcheck.REFUSE_BELOW_CONFIDENCE, test_time=passes if mode == "test-time" else False)
+                dets = det.detect(image, conf=filmcheck.REFUSE_BELOW_CONFIDENCE,
+                                  test_time=passes if mode == "test-time" else False)
                 check = filmcheck.check_film(rad.geometry.size_px, image, dets, force=True)
                 row[mode] = {"verdict": verdict(check), "n01": check["bones_conf_0.1"],
                              "n025": check["bones_conf_0.25"], "layout": check.get("layout_residual_mm")}
