@@ -228,3 +228,57 @@ def test_a_checkpoint_holding_code_is_refused_and_never_run(tiny_run, tiny_datas
     assert not marker.exists() and not (tmp_path / "out").exists()
     real = load_checkpoint(tiny_run["run"] / "weights" / "last.pt")
     assert type(real.get("ema") or real["model"]).__name__ == "DetectionModel" and real["train_args"]["imgsz"] == 128
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped detector weights not built yet (scripts/gpu_detect.sh)")
+def test_test_time_passes_keep_each_bones_best_box_in_the_films_frame():
+    """Each pass's boxes lie on the film's own pixels (the zoomed pass too: its boxes match the
+    truth as the plain pass's do); the result holds every bone of the plain pass, each with the
+    plain pass's box or the most confident box of all passes."""
+    from X2BRLib.detect import test_time as tt
+    from X2BRLib.detect.detector import Detector
+
+    det = Detector(device="cpu", test_time=True)
+    image, _, gt = sample_film_and_boxes(det.imgsz)
+    truth = {int(r[0]): r[1:] for r in gt}
+    per_pass = {name: det._detect_once(tt.view(image, name), 0.25, 0.5, tt.network_size(det.imgsz, name))
+                for name in tt.PASSES}
+    assert tt.network_size(det.imgsz, "zoom") > det.imgsz
+    for name, dets in per_pass.items():
+        ious = [box_iou(d.box_px, truth[d.label]) for d in dets if d.label in truth]
+        assert len(ious) >= 30 and np.median(ious) >= 0.6, name
+    merged = det.detect(image, conf=0.25)  # the detector's own setting: test-time passes
+    assert det.info["test_time"] == list(tt.PASSES)
+    assert [d.label for d in merged] == sorted({d.label for d in per_pass["plain"]} | {d.label for d in merged})
+    plain = {d.label: d for d in per_pass["plain"]}
+    best = tt.merge(per_pass.values())
+    best = {d.label: d for d in best}
+    assert all(d == plain.get(d.label) or d == best[d.label] for d in merged)
+    assert [(d.label, d.box_px) for d in det.detect(image, conf=0.25, test_time=False)] == \
+        [(d.label, d.box_px) for d in per_pass["plain"]]
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped detector weights not built yet (scripts/gpu_detect.sh)")
+def test_a_test_time_box_far_from_where_the_layout_puts_its_bone_is_not_kept():
+    from dataclasses import replace
+
+    from X2BRLib.detect import test_time as tt
+    from X2BRLib.detect.detector import Detector
+    from X2BRLib.errors import InputError
+
+    det = Detector(device="cpu")
+    image, _, _ = sample_film_and_boxes(det.imgsz)
+    found = det.detect(image, conf=0.25)
+    assert det.info["test_time"] == [] and len(found) >= 40
+    rib = next(d for d in found if d.name == "rib_left_5")
+    plain = [d for d in found if d is not rib]  # the plain pass missed it; another pass finds it
+    assert rib in tt.keep_consistent(plain, found)
+    u0, v0, u1, v1 = rib.box_px
+    moved = replace(rib, box_px=(u0 - 80.0, v0 + 40.0, u1 - 80.0, v1 + 40.0))  # the other side, lower
+    kept = tt.keep_consistent(plain, [moved if d is rib else d for d in found])
+    assert moved not in kept and len(kept) == len(plain)
+    sternum = next(d for d in found if d.name == "sternum")  # another box of a bone the plain pass found
+    shifted = replace(sternum, box_px=tuple(x + 60.0 for x in sternum.box_px), confidence=0.99)
+    assert sternum in tt.keep_consistent(found, [shifted if d is sternum else d for d in found])
+    with pytest.raises(InputError, match="unknown test-time pass"):
+        tt.passes(("plain", "sharpen"))

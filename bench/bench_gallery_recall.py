@@ -2,7 +2,7 @@
 detector finds on every frontal film (issue 14: aim >= 40 of 45 on each adult one).
 
     .venv/bin/python bench/bench_gallery_recall.py --films ../shared/data/films [--weights DIR]
-        [--conf 0.25] [--device cpu] [--json OUT.json]
+        [--conf 0.25] [--device cpu] [--json OUT.json] [--test-time [plain,clahe,zoom]]
 
 Every file of ``--films`` whose name does not end in ``_lat`` (lateral films are left out) is
 read as a user's file (``read_radiograph``) and given to ``Detector.detect_radiograph`` (the
@@ -78,6 +78,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write per-film results here")
     ap.add_argument("--x2b", action="store_true", help="also X2B's projected bones against the detector's boxes")
     ap.add_argument("--quality", default="fast", choices=["fast", "default", "high"])
+    ap.add_argument("--test-time", nargs="?", const="plain,clahe,zoom", metavar="PASSES",
+                    help="the detector's test-time passes (X2BRLib/detect/test_time.py; default all: plain,clahe,zoom)")
     args = ap.parse_args(argv)
 
     import warnings
@@ -86,9 +88,10 @@ def main(argv=None) -> int:
     from X2BRLib.detect.detector import Detector
     from X2BRLib.errors import X2BRError
 
-    det = Detector(args.weights, device=args.device)
+    det = Detector(args.weights, device=args.device,
+                   test_time=tuple(args.test_time.split(",")) if args.test_time else False)
     print(f"weights: {det.info['weights']} (sha256 {det.info['sha256'][:12]}), conf >= {args.conf}, "
-          f"device {det.info['device']}")
+          f"device {det.info['device']}" + (f", test-time passes {args.test_time}" if args.test_time else ""))
     names = {b.label: b.name for b in anatomy.BONES}
     recon = None
     if args.x2b:

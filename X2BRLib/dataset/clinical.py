@@ -70,7 +70,7 @@ CLINICAL_RANGES = {
     "habitus": (0.25, {"tissue_mm": (20.0, 100.0)}),
     "lungs": (0.25, {"lung_mm": (30.0, 200.0), "blob": (0.04, 0.12), "effusion_mm": (0.0, 150.0),
                      "effusion_height": (0.2, 0.6)}),
-    "scatter": (0.35, {"spr": (0.2, 2.0), "scatter_sigma": (0.04, 0.15)}),
+    "scatter": (0.35, {"spr": (0.1, 1.0), "scatter_sigma": (0.04, 0.15)}),
     "portable": (0.3, {"dose_factor": (0.2, 1.0), "blur": (0.0, 0.006)}),
 }
 FRONTAL_ONLY = ("arms", "scatter", "portable")  # laterals: upright, at a grid (no grid-less haze)

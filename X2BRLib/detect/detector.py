@@ -178,10 +178,12 @@ class Detector:
 
     weights: folder, .pt or .json (default: the shipped ``Resources/Models/yolo``).
     device: ``auto`` | ``cpu`` | ``cuda[:N]``. ``info``: JSON-able model facts;
-    ``timings_s``: the stages of the last ``detect`` call.
+    ``timings_s``: the stages of the last ``detect`` call. test_time: ``detect`` runs the
+    test-time passes of :mod:`.test_time` unless told otherwise (True: all of ``PASSES``, or a
+    tuple of their names).
     """
 
-    def __init__(self, weights=None, device="auto"):
+    def __init__(self, weights=None, device="auto", test_time=False):
         import torch
 
         from ..devices import resolve_device
@@ -204,9 +206,37 @@ class Detector:
         self.info = {"name": "yolo", "variant": card["variant"], "imgsz": self.imgsz, "weights": str(pt),
                      "sha256": card["sha256"], "device": str(self.device)}
         self.timings_s = {"load": time.perf_counter() - t0}
+        from .test_time import passes
 
-    def detect(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.5) -> list[Detection]:
+        self.test_time = passes(test_time)
+        self.info["test_time"] = list(self.test_time)
+
+    def detect(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.5, test_time=None) -> list[Detection]:
         """Bones on one network image, at most one per bone (its most confident box).
+        test_time: run passes of :mod:`.test_time` (True: all; or a tuple of names) and keep each
+        bone's most confident box where it fits the frontal layout (``test_time.keep_consistent``;
+        None: the detector's own setting); otherwise one plain pass (``_detect_once``).
+        """
+        from . import test_time as tt
+
+        names = self.test_time if test_time is None else tt.passes(test_time)
+        if not names:
+            return self._detect_once(image, conf, iou, self.imgsz)
+
+        img = np.asarray(image)
+        if img.ndim != 2 or min(img.shape) < 8 or not np.isfinite(img).all():
+            raise InputError(f"detector input must be a finite (H, W) image of at least 8 px, got shape {img.shape}")
+        per_pass, total = [], {}
+        for name in names:
+            per_pass.append(self._detect_once(tt.view(img, name), conf, iou, tt.network_size(self.imgsz, name)))
+            for k, v in self.timings_s.items():
+                total[k] = total.get(k, 0.0) + v
+        self.timings_s = total
+        plain = per_pass[names.index("plain")] if "plain" in names else []
+        return tt.keep_consistent(plain, tt.merge(per_pass))
+
+    def _detect_once(self, image: np.ndarray, conf: float, iou: float, imgsz: int) -> list[Detection]:
+        """One pass of the network on one network image letterboxed to imgsz.
 
         image: (H, W) float32 in [0, 1] (``to_network_input``), quantised to 8-bit grey exactly
         as the dataset's PNGs (``write_yolo``), then letterboxed to ``imgsz`` (a no-op for the
@@ -227,7 +257,7 @@ class Detector:
         t0 = time.perf_counter()
         u8 = np.round(np.clip(img.astype(np.float32), 0, 1) * 255).astype(np.uint8)
         h, w = u8.shape
-        lb = LetterBox(new_shape=(self.imgsz, self.imgsz), auto=False, stride=32)(image=np.repeat(u8[..., None], 3, 2))
+        lb = LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=32)(image=np.repeat(u8[..., None], 3, 2))
         x = torch.from_numpy(np.ascontiguousarray(lb.transpose(2, 0, 1)))[None].to(self.device).float() / 255
         t1 = time.perf_counter()
         with torch.inference_mode():
