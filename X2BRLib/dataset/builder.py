@@ -55,7 +55,7 @@ from ..io.ct import LabelledCT
 from .film import default_film, develop, sample_film
 from .virtual import AnatomySource, identity_variation, sample_variation
 
-DATASET_VERSION = 4  # 2: DRR integrates the whole body (no clipping at the detector plane); 3: clinical film model; 4: bedside (portable) films
+DATASET_VERSION = 5  # 2: DRR integrates the whole body (no clipping at the detector plane); 3: clinical film model; 4: bedside (portable) films; 5: their scatter capped (SPR 0.1-1.0, was 0.2-2.0)
 SPLIT_ID = {"train": 0, "val": 1, "test": 2}
 
 
