@@ -4,8 +4,7 @@ shipped X2B weights, detector and template on the bundled held-out film, templat
 
 Floors (measured on this 2-core CPU when the shipped weights were made; see README "Refinement"):
 the refined sample measured all-bone IoU 0.522 (mean per-bone 0.444; X2B v4 alone 0.450 / 0.404); the
-floor leaves room for float differences only. With detector v2 0.520 / 0.440, with v3 (shipped now)
-0.516 / 0.437 (bench/results/sample_film_cpu.txt). One piece per bone is not a measurement but a
+floor leaves room for float differences only. One piece per bone is not a measurement but a
 guarantee (X2BRLib/refine/pieces.py), asserted for every bone and every mesh.
 """
 from __future__ import annotations

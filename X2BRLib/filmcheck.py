@@ -44,9 +44,7 @@ FRONTAL_MIN_RIB_SEPARATION = 0.3
 # with an RMS residual above LAYOUT_MAX_RESIDUAL_MM (gallery adults 5.9-17.7 mm, laterals 86-115 mm,
 # photographs and CT slices 9.8-103 mm), or when the ribs of each side (>= FRONTAL_MIN_RIBS) lie
 # less than SIDE_MIN_RIB_SEPARATION of the width apart (gallery frontal films >= 0.23, laterals
-# <= -0.008). Settings read off bench/bench_filmcheck.py with detector v2 (bench/results/filmcheck_v2_cpu.txt).
-# Detector v3 (bench/results/filmcheck_cpu.txt): gallery adults 7.8-20.6 mm, rib sides >= 0.22 on every
-# frontal film; laterals 87.8-96.1 mm, <= 0.021; 7 of the 18 non-films now pass (5.9-24.9 mm).
+# <= -0.008). Settings read off bench/bench_filmcheck.py with detector v2 (bench/results/filmcheck_cpu.txt).
 LAYOUT_MAX_RESIDUAL_MM = 25.0
 SIDE_MIN_RIB_SEPARATION = 0.15
 

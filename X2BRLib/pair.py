@@ -41,8 +41,7 @@ MAX_SCALE_DISAGREEMENT = 0.25   # chest heights (the same bones' vertical spread
 # bones found on both films to compare scales: detector v1, trained on frontal films, misplaced
 # the few it found on real laterals (3 and 4 bones refused 2 of the gallery's 6 real pairs,
 # bench/results/pair_views_v1_cpu.txt); 6 or more agreed where found (one pair, 12 bones).
-# Detector v2 finds 28-35 on both films of 5 pairs (bench/results/pair_views_v2_cpu.txt);
-# v3 finds 36-40 on both films of all 6 (bench/results/pair_views_cpu.txt).
+# Detector v2 finds 28-35 on both films of 5 pairs (bench/results/pair_views_cpu.txt).
 MIN_COMMON_BONES = 6
 MIN_VERTICAL_SPREAD_MM = 30.0   # their spread on the frontal film (mm at the isocentre)
 SCALE_CONFIDENCE = 0.25
