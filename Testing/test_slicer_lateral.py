@@ -117,7 +117,9 @@ def test_the_lateral_film_is_placed_on_the_sagittal_plane_through_the_isocentre(
     assert node.GetName() == "chest lateral (X2BR lateral film)"
     assert node.GetAttribute("X2BR.role") == scene.LATERAL_FILM_ROLE
     assert film.GetAttribute("X2BR.role") == scene.FILM_ROLE
-    g = lat.radiograph.geometry  # the full-resolution lateral as the pair placed it (PA isocentre, chosen spacing)
+    placement = lat.record["pair"]["placement"]  # the camera the run used: moved by the bones' height estimate
+    g = pair.place_lateral(lat.radiograph.geometry, placement)  # full resolution, PA isocentre, chosen spacing
+    off = placement["offset_si_mm"] if placement.get("applied") else 0.0
     assert ProjectionGeometry.from_json(node.GetAttribute("X2BR.geometry")) == g
     m = scene.volume_ijk_to_ras(node)
     s = g.spacing_mm[0] / g.magnification
@@ -127,7 +129,8 @@ def test_the_lateral_film_is_placed_on_the_sagittal_plane_through_the_isocentre(
     centre = m @ [(w - 1) / 2, (h - 1) / 2, 0, 1]
     pa_iso = json.loads(open(report_path).read())["geometry"]["isocenter_lps_mm"]  # the PA film's: shared
     iso_ras = scene.LPS_TO_RAS[:3, :3] @ np.array(pa_iso)
-    assert np.allclose(g.isocenter_lps_mm, pa_iso) and np.allclose(centre[:3], iso_ras, atol=1e-6)
+    # the film's centre lies on the central ray, which the placement moved along S by -offset
+    assert np.allclose(g.isocenter_lps_mm, pa_iso) and np.allclose(centre[:3], iso_ras - [0, 0, off], atol=1e-6)
     point, normal = scene.film_plane_ras(node)
     assert abs(normal[0]) == pytest.approx(1.0) and point[0] == pytest.approx(iso_ras[0])  # sagittal
     assert np.allclose(scene.film_array(node), lat.radiograph.image)
@@ -140,7 +143,7 @@ def test_the_bones_overlay_the_placed_lateral_film(mrml, dicom_run):
     seg_path, report_path, lat = dicom_run
     _, seg, _ = scene_results.load_result(mrml, seg_path, PA_FILM, "chest", report=report_path)
     node = scene_results.lateral_film_of(seg)
-    g = lat.radiograph.geometry
+    g = pair.place_lateral(lat.radiograph.geometry, lat.record["pair"]["placement"])  # the camera the run used
     source_ras = scene.LPS_TO_RAS[:3, :3] @ g.source
     point, normal = scene.film_plane_ras(node)
     p = _segment_voxels_ras(seg)
