@@ -16,13 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_FILM = REPO / "Resources" / "SampleData" / "sample_radiograph.dcm"
 
 
-@pytest.fixture(scope="module")
-def detector():
-    from X2BRLib.detect.detector import Detector
-
-    return Detector(device="cpu")
-
-
 def _png(path, arr):
     Image.fromarray(np.asarray(arr, np.uint8)).save(path)
     return path

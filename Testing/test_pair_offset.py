@@ -40,13 +40,6 @@ def virtual_pair():
 
 
 @pytest.fixture(scope="module")
-def detector():
-    from X2BRLib.detect.detector import Detector
-
-    return Detector(device="cpu")
-
-
-@pytest.fixture(scope="module")
 def detections(virtual_pair, detector):
     image, _, image_lat, _, _ = virtual_pair
     return [detector.detect(im, conf=pair.SCALE_CONFIDENCE) for im in (image, image_lat)]

@@ -17,13 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_FILM = REPO / "Resources" / "SampleData" / "sample_radiograph.dcm"
 
 
-@pytest.fixture(scope="module")
-def detector():
-    from X2BRLib.detect.detector import Detector
-
-    return Detector(device="cpu")
-
-
 def _stripped(rad):
     """The radiograph as read from a file without spacing (placeholder 0.143 mm)."""
     return replace(rad, geometry=replace(rad.geometry, spacing_mm=(0.143, 0.143)),

@@ -18,7 +18,7 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel (requirements-test.txt) gives the MRML scene")
 
 from X2BRLib import pair, scene, scene_results  # noqa: E402
-from X2BRLib.cli import SAMPLE_CT, SAMPLE_DIR  # noqa: E402
+from X2BRLib.cli import SAMPLE_DIR  # noqa: E402
 from X2BRLib.geometry import ProjectionGeometry  # noqa: E402
 from X2BRLib.io.radiograph import read_radiograph, to_network_input, write_radiograph_png  # noqa: E402
 
@@ -35,26 +35,9 @@ def mrml():
 
 
 @pytest.fixture(scope="module")
-def patient():
-    """The sample CT as a virtual patient on the PA box: labels (X, Y, Z), origin, spacing (LPS mm),
-    its LL film (H, W) and that film's geometry."""
-    from X2BRLib.dataset.builder import load_source, warped_volumes
-    from X2BRLib.dataset.virtual import identity_variation
-    from X2BRLib.drr import line_integral_to_image, render_drr
-
-    src = load_source(SAMPLE_CT, "cpu")
-    geom = ProjectionGeometry.chest("LL", size_px=(256, 256))
-    labels, mu, ijk_to_lps = warped_volumes(src, geom, identity_variation(), 3.0)
-    L = render_drr(mu, ijk_to_lps, geom, step_mm=1.5, device="cpu", clip_to_detector=False)[0].cpu().numpy()
-    _, origin, spacing = geom.box_grid(3.0)
-    return labels.cpu().numpy(), origin, spacing, line_integral_to_image(L), geom
-
-
-@pytest.fixture(scope="module")
-def detector():
-    from X2BRLib.detect.detector import Detector
-
-    return Detector(device="cpu")
+def patient(sample_patient):
+    """conftest's sample patient: labels (X, Y, Z), origin, spacing (LPS mm), its LL film, that film's geometry."""
+    return sample_patient
 
 
 def _run(folder, patient, detector, frontal_path, lateral_path, **lateral_kw):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from X2BRLib import pair
-from X2BRLib.cli import SAMPLE_CT, SAMPLE_DIR, main
+from X2BRLib.cli import SAMPLE_DIR, main
 from X2BRLib.errors import InputError
 from X2BRLib.geometry import ProjectionGeometry
 from X2BRLib.io.dicom_writer import write_radiograph_dicom
@@ -23,28 +23,6 @@ from X2BRLib.pipeline import DEFAULT_TWO_VIEW_WEIGHTS, DEFAULT_WEIGHTS
 
 pytestmark = pytest.mark.filterwarnings("ignore::X2BRLib.io.radiograph.RadiographWarning")
 PA_FILM = SAMPLE_DIR / "sample_radiograph.dcm"
-
-
-@pytest.fixture(scope="module")
-def sample_patient():
-    """The sample CT as a virtual patient on the PA box: (labels (X, Y, Z), origin, spacing, LL film (H, W))."""
-    from X2BRLib.dataset.builder import load_source, warped_volumes
-    from X2BRLib.dataset.virtual import identity_variation
-    from X2BRLib.drr import line_integral_to_image, render_drr
-
-    src = load_source(SAMPLE_CT, "cpu")
-    geom = ProjectionGeometry.chest("LL", size_px=(256, 256))
-    labels, mu, ijk_to_lps = warped_volumes(src, geom, identity_variation(), 3.0)
-    L = render_drr(mu, ijk_to_lps, geom, step_mm=1.5, device="cpu", clip_to_detector=False)[0].cpu().numpy()
-    _, origin, spacing = geom.box_grid(3.0)
-    return labels.cpu().numpy(), origin, spacing, line_integral_to_image(L), geom
-
-
-@pytest.fixture(scope="module")
-def detector():
-    from X2BRLib.detect.detector import Detector
-
-    return Detector(device="cpu")
 
 
 def _study(path):
