@@ -22,19 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from X2BRLib import metrics  # noqa: E402
+from X2BRLib.io.outputs import read_stl_faces  # noqa: E402
 from X2BRLib.refine.pieces import is_one_closed_piece  # noqa: E402
 
 FILM_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".mha", ".nrrd", ".tif", ".tiff"}
-
-
-def read_stl_faces(path: Path):
-    import vtk
-    from vtk.util.numpy_support import vtk_to_numpy
-
-    r = vtk.vtkSTLReader()
-    r.SetFileName(str(path))
-    r.Update()  # the reader merges coincident points, so shared vertices share an index
-    return vtk_to_numpy(r.GetOutput().GetPolys().GetConnectivityArray()).reshape(-1, 3)  # triangles
 
 
 def main(argv=None) -> int:
