@@ -194,6 +194,13 @@ def test_a_fold_of_a_pool_holds_out_its_patients_without_building_again(prepared
                       log=lambda *_: None)
     with pytest.raises(InputError, match="not among the pool's patients"):
         derive_fold(tmp_path / "pool", tmp_path / "fold2", ["zoe"])
+    few = derive_fold(tmp_path / "pool", tmp_path / "fold_few", ["anna"], train_patients=["carl"])
+    assert set(few["case_patients"]["train"].values()) == {"carl"} and few["train_patients"] == ["carl"]
+    assert few["splits"]["test"] == fold["splits"]["test"]  # the same held-out films, fewer people
+    with pytest.raises(InputError, match="exists and is another dataset"):
+        derive_fold(tmp_path / "pool", tmp_path / "fold_few", ["anna"])
+    with pytest.raises(InputError, match="not held out"):
+        derive_fold(tmp_path / "pool", tmp_path / "fold3", ["anna"], train_patients=["anna", "bert"])
 
 
 def test_evaluate_reports_per_patient_and_several_weights_on_the_same_films(prepared, tmp_path):

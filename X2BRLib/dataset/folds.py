@@ -10,6 +10,8 @@ and ``case_patients`` like a dataset built with ``--test-patients`` (a build-dat
 a fold folder is refused). YOLO files are not linked (the detector trains on the pool).
 A pool built with ``--blend``: train and val cases drawn toward a held-out patient are left
 out of the fold as well (``case_toward`` in the pool's manifest).
+``--train-patients``: train and val keep only these patients (a learning curve over the number of
+people: the same held-out films, fewer people to learn from); the manifest records ``train_patients``.
 """
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ from ..errors import InputError
 from ..io.atomic import atomic_write_text
 
 
-def derive_fold(pool, out, test_patients, overwrite: bool = False) -> dict:
-    """Write the fold folder ``out`` from the dataset ``pool``; returns its manifest."""
+def derive_fold(pool, out, test_patients, overwrite: bool = False, train_patients=None) -> dict:
+    """Write the fold folder ``out`` from the dataset ``pool``; returns its manifest. ``train_patients``
+    (default: every patient not held out) limits train and val to those patients."""
     pool, out = Path(pool), Path(out)
     if not (pool / "dataset.json").is_file():
         raise InputError("not a dataset folder (no dataset.json)", pool)
@@ -36,11 +39,17 @@ def derive_fold(pool, out, test_patients, overwrite: bool = False) -> dict:
     if not held or unknown:
         raise InputError(f"test patient(s) {', '.join(unknown or ['(none)'])} not among the pool's "
                          f"patients ({', '.join(patients)})")
+    learn = sorted(set(train_patients)) if train_patients else [p for p in patients if p not in held]
+    bad = [t for t in learn if t not in patients or t in held]
+    if bad or not learn:
+        raise InputError(f"training patient(s) {', '.join(bad or ['(none)'])} must be among the pool's "
+                         f"patients ({', '.join(patients)}) and not held out")
     if (out / "dataset.json").exists() and not overwrite:
         old = json.loads((out / "dataset.json").read_text())
-        if old.get("derived_from") != str(pool.resolve()) or old.get("test_patients") != held:
+        if (old.get("derived_from") != str(pool.resolve()) or old.get("test_patients") != held
+                or old.get("train_patients") != (learn if train_patients else None)):
             raise InputError("exists and is another dataset; pass --overwrite to replace it", out)
-    keep = {"train": lambda p: p not in held, "val": lambda p: p not in held, "test": lambda p: p in held}
+    keep = {"train": lambda p: p in learn, "val": lambda p: p in learn, "test": lambda p: p in held}
     splits, case_patients = {}, {}
     for split, names in src["splits"].items():
         who = src["case_patients"][split]
@@ -59,12 +68,16 @@ def derive_fold(pool, out, test_patients, overwrite: bool = False) -> dict:
     manifest = {k: v for k, v in src.items() if k not in ("splits", "case_patients", "case_toward", "last_build")}
     manifest.update({"test_patients": held, "splits": splits, "case_patients": case_patients,
                      "derived_from": str(pool.resolve())})
+    if train_patients:
+        manifest["train_patients"] = learn
     atomic_write_text(out / "dataset.json", json.dumps(manifest, indent=1))
     return manifest
 
 
 def cmd_fold_dataset(args) -> int:
-    m = derive_fold(args.pool, args.output, [t for t in args.test_patients.split(",") if t], args.overwrite)
+    names = lambda text: [t for t in (text or "").split(",") if t]  # noqa: E731
+    m = derive_fold(args.pool, args.output, names(args.test_patients), args.overwrite,
+                    names(args.train_patients) or None)
     print(json.dumps({"output": str(Path(args.output).resolve()), "test_patients": m["test_patients"],
                       "cases": {s: len(v) for s, v in m["splits"].items()},
                       "patients": {s: sorted(set(v.values())) for s, v in m["case_patients"].items()}}))
@@ -76,5 +89,7 @@ def add_commands(sub) -> None:
     s.add_argument("pool", help="dataset folder built from several patients without --test-patients")
     s.add_argument("-o", "--output", required=True, help="fold folder")
     s.add_argument("--test-patients", required=True, metavar="A[,B]", help="patients held out (test split only)")
+    s.add_argument("--train-patients", metavar="A[,B]",
+                   help="train and val keep only these patients (default: all not held out)")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_fold_dataset)
