@@ -108,7 +108,7 @@ def film_batch(size, n, seed=0):
 
 
 # ---------------------------------------------------------------------- the network
-@pytest.mark.parametrize("fusion", ["mean", "max"])
+@pytest.mark.parametrize("fusion", ["mean", "max", "concat"])
 def test_a_two_view_model_gives_per_point_logits_with_and_without_the_lateral(fusion):
     model = X2BNet(hidden=32, n_blocks=2, feat_dim=8, views=2, fusion=fusion).eval()
     img, P, iso, scale, pts, img_lat, P_lat = film_batch(64, 50)
@@ -155,6 +155,30 @@ def test_a_two_view_model_grown_from_v4_computes_v4_exactly_without_a_lateral(v4
         assert torch.equal(other_fusion(img, P, iso, scale, pts), ref)
         fused = other_fusion(img, P, iso, scale, pts, img_lat, P_lat, torch.tensor([0.0, 1.0]))
     assert torch.equal(fused[0], ref[0]) and (fused[1] - mixed[1]).abs().max() > 1e-4
+
+
+
+def test_concat_fusion_grows_from_mean_weights_exact_on_pa_alone_and_learns_the_lateral_apart(v4):
+    """Concat fusion: the lateral's features have their own projections. Grown from a mean-fused model
+    they start at zero (the pair = PA alone + the lateral's flag term); once they are not zero, the
+    lateral film changes the pair and never PA alone."""
+    img, P, iso, scale, pts, img_lat, P_lat = film_batch(64, 200)
+    mean = X2BNet(**v4.config, views=2, fusion="mean").eval()
+    grow_from(mean, v4)
+    cat = X2BNet(**v4.config, views=2, fusion="concat").eval()
+    assert grow_from(cat, mean) == {"fusion": ("mean", "concat")}
+    assert not cat.fc_clat.weight.any() and not cat.fc_glat.weight.any()
+    with torch.no_grad():
+        ref = v4(img, P, iso, scale, pts)
+        assert torch.equal(cat(img, P, iso, scale, pts), ref)
+        for m in (cat.fc_clat, cat.fc_glat):
+            torch.nn.init.normal_(m.weight, std=0.05)
+        a = cat(img, P, iso, scale, pts, img_lat, P_lat, torch.tensor([0.0, 1.0]))
+        other = img_lat.clone()
+        other[1] = torch.rand(1, 64, 64)
+        b = cat(img, P, iso, scale, pts, other, P_lat, torch.tensor([0.0, 1.0]))
+    assert torch.equal(a[0], ref[0]) and torch.equal(b[0], ref[0])
+    assert (b[1] - a[1]).abs().max() > 1e-4
 
 
 # ---------------------------------------------------------------------- data and training

@@ -19,7 +19,9 @@ label k (X2BRLib.anatomy).
 Two views (``views=2``, issue 15): a PA and a lateral film of one study. The one
 encoder reads each film; each query point is projected into each view with that
 view's camera and the pixel-aligned features (and the global codes) of the views a
-case has are fused (``fusion``: "mean" or elementwise "max"); ``has_lat`` (B,)
+case has are fused (``fusion``: "mean", elementwise "max", or "concat": the lateral's
+features get their own projections ``fc_clat``/``fc_glat``, added to the PA ones, so the
+decoder knows which view saw what; the same as concatenating them); ``has_lat`` (B,)
 float, 1 where the case has a lateral, masks it per case. The lateral also adds
 ``has_lat * fc_lat(in-view flag of the lateral)`` to the decoder's input (its bias
 is the learned "lateral present" embedding). With has_lat = 0 (or no lateral
@@ -44,7 +46,7 @@ import torch.nn.functional as F
 from ..anatomy import NUM_CLASSES
 from ..geometry import project_points, uv_to_grid_sample
 
-FUSIONS = ("mean", "max")
+FUSIONS = ("mean", "max", "concat")
 VARIANTS = {"atto": "convnext_atto", "femto": "convnext_femto", "pico": "convnext_pico"}
 
 
@@ -87,7 +89,7 @@ class X2BNet(nn.Module):
         sampled like the encoder levels; 0 = none). ConvNeXt's finest level has
         stride 4 (about 6 mm on a 256 px chest film), coarser than a rib is tall.
     views: 1 (a PA film) or 2 (PA, optionally with a lateral film; see the module doc).
-    fusion: how the views' features are fused when views == 2: "mean" or "max".
+    fusion: how the views' features are fused when views == 2: "mean", "max" or "concat".
     ``self.config`` holds these kwargs (the weights record stores them).
     """
 
@@ -127,6 +129,9 @@ class X2BNet(nn.Module):
         self.fc_out = nn.Linear(hidden, num_classes)
         # the lateral's in-view flag (weight) and "a lateral is present" (bias), added to the input
         self.fc_lat = nn.Linear(1, hidden) if self.views == 2 else None
+        if self.views == 2 and fusion == "concat":  # the lateral's own feature and global-code projections
+            self.fc_clat = nn.Linear(c_dim, hidden * n_blocks)
+            self.fc_glat = nn.Linear(hidden, hidden)
 
     # ------------------------------------------------------------------ encoder
     def encode(self, image: torch.Tensor):
@@ -196,14 +201,21 @@ class X2BNet(nn.Module):
                 has = (torch.ones(pts.shape[0], device=pts.device) if has_lat is None
                        else has_lat.float().reshape(-1))
                 c_lat, inview_lat, _ = self._sample(feats_lat[0], P_lat.float(), pts)
-                c = self._fuse(c, c_lat, has)
+                if self.fusion != "concat":
+                    c = self._fuse(c, c_lat, has)
         c = c.transpose(1, 2).contiguous()  # (B, N, C): levels, then hires
         # the per-block feature projections as ONE matrix product (same weights, ~2x faster on CPU)
         w = torch.cat([fc.weight for fc in self.fc_c])
         bias = torch.cat([fc.bias for fc in self.fc_c])
         cs = F.linear(c, w.to(c.dtype), bias.to(c.dtype)).split(self.fc_p.out_features, -1)
         net = self.fc_p(pe)
-        if lateral:
+        if lateral and self.fusion == "concat":
+            h = has.reshape(-1, 1, 1)
+            cl = F.linear(c_lat.transpose(1, 2).contiguous(), self.fc_clat.weight.to(c.dtype),
+                          self.fc_clat.bias.to(c.dtype)).split(self.fc_p.out_features, -1)
+            cs = [a + h.to(b.dtype) * b for a, b in zip(cs, cl)]
+            glob = glob + h[:, 0] * self.fc_glat(feats_lat[1])
+        elif lateral:
             glob = self._fuse(glob, feats_lat[1], has)
             lat = self.fc_lat(inview_lat)
             net = net + has.reshape(-1, 1, 1).to(lat.dtype) * lat  # bf16 stays bf16: + 0 is exact
@@ -230,8 +242,9 @@ def grow_from(model: X2BNet, src: X2BNet) -> dict:
     view: on the PA film alone, has_lat = 0): the extra blocks start as identities (their
     feature, global-code and output projections zeroed), the branch's columns of the feature
     projections start at zero, the lateral's input ``fc_lat`` keeps its fresh initialisation
-    (it is multiplied by has_lat); all of it then learns. Two-view weights may also change
-    their fusion (mean <-> max: no parameter differs): PA alone stays exact (one view fused is
+    (it is multiplied by has_lat), concat fusion's lateral projections ``fc_clat``/``fc_glat`` start
+    at zero (the pair starts as PA alone plus ``fc_lat``); all of it then learns. Two-view weights may
+    also change their fusion (mean <-> max <-> concat): PA alone stays exact (one view fused is
     that view), the pair starts from the other fusion of the same features.
     Returns {key: (src value, model value)} of what grew or changed. ValueError naming the keys when
     the architectures differ otherwise, ``model`` has fewer blocks or views, or another branch width."""
@@ -256,6 +269,8 @@ def grow_from(model: X2BNet, src: X2BNet) -> dict:
                 v.zero_()
                 v[:, :c_old] = old[k]
             elif k.startswith(("fc_c.", "fc_g.", "blocks.")) and ".fc_0." not in k:  # a new block
+                v.zero_()
+            elif k.startswith(("fc_clat.", "fc_glat.")):  # concat's lateral projections: off at first
                 v.zero_()
             elif not k.startswith(("hires.", "blocks.", "fc_lat.")):
                 raise ValueError(f"cannot grow: no source for {k}")

@@ -104,7 +104,7 @@ class TrainConfig:
     max_minutes: float | None = None  # stop (resumably) after the epoch that passes this wall time
     init_weights: str | None = None   # start a new run from shipped/exported weights (fine-tuning)
     views: int = 1                  # 2: PA + lateral (needs a dataset built with --lateral)
-    fusion: str = "mean"            # mean | max: how the two views' features are fused
+    fusion: str = "mean"            # mean | max | concat: how the two views' features are fused
     lat_dropout: float = 0.5        # per case and step, probability that the lateral is withheld
 
 
