@@ -3,6 +3,7 @@ detector finds on every frontal film (issue 14: aim >= 40 of 45 on each adult on
 
     .venv/bin/python bench/bench_gallery_recall.py --films ../shared/data/films [--weights DIR]
         [--conf 0.25] [--device cpu] [--json OUT.json] [--test-time [plain,clahe,zoom]]
+        [--x2b [--x2b-weights DIR] [--quality fast]]
 
 Every file of ``--films`` whose name does not end in ``_lat`` (lateral films are left out) is
 read as a user's file (``read_radiograph``) and given to ``Detector.detect_radiograph`` (the
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write per-film results here")
     ap.add_argument("--x2b", action="store_true", help="also X2B's projected bones against the detector's boxes")
     ap.add_argument("--quality", default="fast", choices=["fast", "default", "high"])
+    ap.add_argument("--x2b-weights", help="X2B weights folder for --x2b (default: the shipped model)")
     ap.add_argument("--test-time", nargs="?", const="plain,clahe,zoom", metavar="PASSES",
                     help="the detector's test-time passes (X2BRLib/detect/test_time.py; default all: plain,clahe,zoom)")
     args = ap.parse_args(argv)
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
         from X2BRLib.pipeline import ReconstructOptions, Reconstructor
 
         recon = Reconstructor(ReconstructOptions(quality=args.quality, device=args.device, force=True,
-                                                 detector_weights=args.weights))
+                                                 detector_weights=args.weights, weights=args.x2b_weights))
     rows = []
     t0 = time.perf_counter()
     for path in frontal_films(Path(args.films)):
