@@ -19,7 +19,7 @@ from X2BRLib.errors import InputError
 from X2BRLib.geometry import ProjectionGeometry
 from X2BRLib.io.dicom_writer import write_radiograph_dicom
 from X2BRLib.io.radiograph import read_radiograph, to_network_input, write_radiograph_png
-from X2BRLib.pipeline import DEFAULT_TWO_VIEW_WEIGHTS, DEFAULT_WEIGHTS
+from X2BRLib.pipeline import DEFAULT_TWO_VIEW_WEIGHTS, ONE_VIEW_WEIGHTS
 
 pytestmark = pytest.mark.filterwarnings("ignore::X2BRLib.io.radiograph.RadiographWarning")
 PA_FILM = SAMPLE_DIR / "sample_radiograph.dcm"
@@ -251,13 +251,13 @@ def test_the_command_says_one_line_and_writes_nothing_for_a_bad_pair(tmp_path, s
     rc, out = _run(tmp_path, lat, "--lateral", PA_FILM)
     assert rc == 2 and not out.exists()
     assert "is a lateral film (ViewPosition LL): give the PA or AP film as the film" in _error_line(capsys)
-    rc, out = _run(tmp_path, PA_FILM, "--lateral", lat, "--weights", DEFAULT_WEIGHTS)
+    rc, out = _run(tmp_path, PA_FILM, "--lateral", lat, "--weights", ONE_VIEW_WEIGHTS)
     assert rc == 2 and not out.exists()
     assert "these weights read one film; a lateral film needs two-view weights" in _error_line(capsys)
 
 
 def test_a_pair_reconstructs_with_the_shipped_two_view_model(tmp_path, sample_patient):
-    """No --weights with --lateral: the shipped two-view weights (X2B v6) read both films; the report
+    """No --weights with --lateral: the shipped two-view weights (X2B v7) read both films; the report
     names both views and the model; fast quality keeps it short on 2 cores."""
     lat = _write_lateral(tmp_path / "lat.dcm", sample_patient)
     rc, out = _run(tmp_path, PA_FILM, "--lateral", lat, "--quality", "fast")

@@ -19,9 +19,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_FILES = ["setup.py", "pyproject.toml", "README.md", "LICENSE"]
-SHIPPED = ["Models/x2b/model.pt", "Models/x2b/model.json", "Models/x2b_v6/model.pt", "Models/yolo/model.pt", "Models/yolo/model.json",
+SHIPPED = ["Models/x2b/model.pt", "Models/x2b/model.json", "Models/x2b_v7/model.pt", "Models/x2b_v7/model.json", "Models/yolo/model.pt", "Models/yolo/model.json",
            "Template/skeleton_template.npz", "Template/skeleton_template.json", "SampleData/sample_radiograph.dcm"]
-MAX_WHEEL_MB = 30  # the weights are about 25 MB (v4, the two-view v6, the detector)
+MAX_WHEEL_MB = 30  # the weights are about 25 MB (v4, the two-view default v7, the detector)
 
 
 def _run(cmd, **kw):

@@ -1,8 +1,9 @@
 """Regression: the shipped X2B weights reconstruct the committed held-out case
 (test split, case 0; never seen in training) on CPU with a stated accuracy.
 
-Measured when the weights were made (v4; 2-core CPU, this machine): all-bone IoU 0.450,
-mean per-bone IoU 0.404. The asserted floors leave room for float differences only.
+Measured when the default weights changed (v7, 2026-12-01; 2-core CPU, this machine): all-bone IoU
+0.381, mean per-bone IoU 0.328 (v4, the earlier default: 0.450 / 0.404; the sample is a plain DRR of
+the old film model, which v4 trained on; v7 card). The asserted floors leave room for float differences only.
 """
 import json
 
@@ -12,12 +13,12 @@ import pytest
 from X2BRLib import anatomy, metrics
 from X2BRLib.cli import REPO, main
 from X2BRLib.errors import WeightsError
-from X2BRLib.pipeline import ReconstructOptions, Reconstructor
+from X2BRLib.pipeline import DEFAULT_WEIGHTS, ReconstructOptions, Reconstructor
 
 SAMPLE = REPO / "Resources" / "SampleData" / "sample_radiograph.dcm"
 GT = REPO / "Resources" / "SampleData" / "sample_radiograph_gt.npz"
-IOU_ALL_BONE_FLOOR = 0.44
-IOU_PER_BONE_FLOOR = 0.39
+IOU_ALL_BONE_FLOOR = 0.37
+IOU_PER_BONE_FLOOR = 0.32
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_the_outputs_are_complete_and_named_after_the_catalog(reconstruction):
     report = json.loads((reconstruction / "report.json").read_text())
     assert report["bones_found"] >= 40
     assert report["grid"]["frame"] == "LPS" and report["grid"]["spacing_mm"] == [2.0, 2.0, 2.0]
-    assert report["model"]["sha256"] == json.loads((REPO / "Resources/Models/x2b/model.json").read_text())["sha256"]
+    assert report["model"]["sha256"] == json.loads((DEFAULT_WEIGHTS / "model.json").read_text())["sha256"]
     stls = {p.stem for p in (reconstruction / "meshes").glob("*.stl")}
     assert stls <= {b.name for b in anatomy.BONES} and len(stls) >= 40
     assert (reconstruction / "preview.png").stat().st_size > 10_000

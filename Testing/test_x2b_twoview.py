@@ -242,7 +242,7 @@ def test_a_pair_is_reconstructed_and_one_view_weights_refuse_a_lateral(shards, t
     d = ShardDataset(shards, "val").load(0)
     image, g = d["image"].astype(np.float32), d["geometry"]
     lat, g_lat = d["image_lat"].astype(np.float32), d["geometry_lat"]
-    one = Reconstructor(ReconstructOptions(device="cpu", check_films=False))
+    one = Reconstructor(ReconstructOptions(device="cpu", weights=str(V4), check_films=False))
     with pytest.raises(InputError, match="these weights read one film.*two-view weights"):
         one.reconstruct_image(image, g, voxel_mm=4.0, lateral=lat, lateral_geometry=g_lat)
     torch.manual_seed(0)

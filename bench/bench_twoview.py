@@ -26,12 +26,12 @@ def main(argv=None) -> int:
     import torch
 
     from X2BRLib.geometry import ProjectionGeometry
-    from X2BRLib.pipeline import DEFAULT_WEIGHTS
+    from X2BRLib.pipeline import ONE_VIEW_WEIGHTS
     from X2BRLib.x2b.model import X2BNet, grow_from, make_decode_fn
     from X2BRLib.x2b.weights import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    ap.add_argument("--weights", default=str(ONE_VIEW_WEIGHTS))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--points", type=int, default=65536)
     ap.add_argument("--threads", type=int, default=2)
