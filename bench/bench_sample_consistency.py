@@ -9,6 +9,7 @@ and with ``--refine`` once per ``--detector NAME=DIR``, and prints ``metrics.con
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -45,8 +46,9 @@ def main(argv=None) -> int:
         work = Path(args.workdir or tmp)
         for name, extra in runs.items():
             out = work / name
-            rc = x2br(["reconstruct", str(sample), "-o", str(out), "--device", "cpu", "--no-meshes", "--no-progress",
-                       "--overwrite"] + extra)
+            with contextlib.redirect_stdout(sys.stderr):  # the command's JSON line: not part of the table
+                rc = x2br(["reconstruct", str(sample), "-o", str(out), "--device", "cpu", "--no-meshes",
+                           "--no-progress", "--overwrite"] + extra)
             if rc != 0:
                 raise SystemExit(f"x2br reconstruct failed for {name}")
             labels = slicerio.read_segmentation(str(out / "bones.seg.nrrd"))["voxels"]
