@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from X2BRLib.filmcheck import NotAChestFilmError, check_and_scale, layout_checks, neighbour_correlation
+from X2BRLib.filmcheck import (LAYOUT_MAX_RESIDUAL_MM, NotAChestFilmError, check_and_scale, layout_checks,
+                                neighbour_correlation)
 from X2BRLib.io.radiograph import read_radiograph
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,11 +58,11 @@ def test_bones_out_of_the_frontal_layout_or_sides_overlapping_draw_a_warning(det
 
     _, dets = check_and_scale(read_radiograph(SAMPLE_FILM), detector)
     ok = layout_checks(dets, detector.imgsz)
-    assert not ok["warnings"] and ok["layout_residual_mm"] < 25 and ok["rib_side_separation"] > 0.3
+    assert not ok["warnings"] and ok["layout_residual_mm"] < LAYOUT_MAX_RESIDUAL_MM and ok["rib_side_separation"] > 0.3
     boxes = [d.box_px for d in dets]
     shuffled = [replace(d, box_px=boxes[(i * 7) % len(boxes)]) for i, d in enumerate(dets)]
     out = layout_checks(shuffled, detector.imgsz)
-    assert out["layout_residual_mm"] > 25 and any("do not sit where a frontal" in w for w in out["warnings"])
+    assert out["layout_residual_mm"] > LAYOUT_MAX_RESIDUAL_MM and any("do not sit where a frontal" in w for w in out["warnings"])
     right = {d.label - 12: d.box_px for d in dets if 13 <= d.label <= 24}
     overlapped = [replace(d, box_px=right[d.label]) if d.label in right else d for d in dets]
     out = layout_checks(overlapped, detector.imgsz)

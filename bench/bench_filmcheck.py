@@ -11,7 +11,7 @@ with the shipped detector (no ``--force``):
 * ``--films DIR``: every file of a gallery of real films; its kind is read from the name
   (``*_lat.*`` lateral, else frontal). Frontal films must never be refused.
 
-    .venv/bin/python bench/bench_filmcheck.py [--films ../shared/data/films] [--ct-dir ../shared/data/ct]
+    .venv/bin/python bench/bench_filmcheck.py [--films ../shared/data/films] [--ct-dir ../shared/data/ct] [--weights DIR]
 
 For each image: verdict (refused / warned / ok), aspect, neighbour correlation, bones found
 at confidence >= 0.1 and >= 0.25, the layout residual and the ribs' side separation
@@ -79,9 +79,10 @@ def main(argv=None) -> int:
     ap.add_argument("--films", help="a folder of real chest films (the gallery)")
     ap.add_argument("--ct-dir", help="a folder of */ct.nii.gz chest CTs: their slices as not-films")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--weights", help="detector weights folder (default: the shipped detector)")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
-    det = Detector(device=args.device)
+    det = Detector(args.weights, device=args.device)
     cts = [REPO / "Resources" / "SampleData" / "chest_ct_3mm.nii.gz"]
     if args.ct_dir:
         cts += sorted(Path(p) for p in glob.glob(str(Path(args.ct_dir) / "*" / "ct.nii.gz")))

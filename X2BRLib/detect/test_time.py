@@ -59,14 +59,16 @@ def keep_consistent(plain, merged) -> list:
     those whose centre lies within ``GATE_MM`` of where the frontal layout prior (``scale.fit_layout``'s,
     a similarity fitted to the plain pass's boxes of confidence >= ``scale.MIN_CONFIDENCE``, outliers
     dropped) puts that bone; the others fall back to the plain pass's box or are dropped. Without
-    such a fit (too few bones) or with one the film check would warn about (RMS residual above
-    ``filmcheck.LAYOUT_MAX_RESIDUAL_MM``): the plain pass's detections."""
-    from ..filmcheck import LAYOUT_MAX_RESIDUAL_MM
+    such a fit (too few bones) or on a film whose layout the film check warns about
+    (``filmcheck.layout_residual_mm`` above ``filmcheck.LAYOUT_MAX_RESIDUAL_MM``): the plain pass's
+    detections."""
+    from ..filmcheck import LAYOUT_MAX_RESIDUAL_MM, layout_residual_mm
     from ..scale import MIN_CONFIDENCE, fit_layout, fit_similarity, load_prior
 
     lut = load_prior()["centre_mm_by_label"]
     fit = fit_layout(plain)
-    if fit is None or fit["residual_rms_mm"] > LAYOUT_MAX_RESIDUAL_MM:
+    res = layout_residual_mm(plain)
+    if fit is None or res is None or res > LAYOUT_MAX_RESIDUAL_MM:
         return list(plain)
     used = [d for d in plain if d.label in set(fit["labels"]) and d.confidence >= MIN_CONFIDENCE]
     centre = lambda d: np.array([(d.box_px[0] + d.box_px[2]) / 2, (d.box_px[1] + d.box_px[3]) / 2])  # noqa: E731
