@@ -206,6 +206,7 @@ def test_a_fold_of_a_pool_holds_out_its_patients_without_building_again(prepared
 def test_evaluate_reports_per_patient_and_several_weights_on_the_same_films(prepared, tmp_path):
     """Real shipped weights, given twice (as x2b and as x2b_again): identical numbers on the same
     films; each patient's summary is that of its cases; the baseline names its patients."""
+    from X2BRLib.pipeline import DEFAULT_WEIGHTS
     from X2BRLib.x2b.evaluate import HEADLINE
 
     ds = tmp_path / "ds"
@@ -214,7 +215,7 @@ def test_evaluate_reports_per_patient_and_several_weights_on_the_same_films(prep
                  "--points", "2048", "--no-progress"]) == 0
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--data", str(ds), "-o", str(out), "--device", "cpu",
-                 "--also-weights", "again=Resources/Models/x2b"]) == 0
+                 "--also-weights", f"again={DEFAULT_WEIGHTS}"]) == 0
     r = json.loads(out.read_text())
     assert set(r["methods"]) == {"x2b", "x2b_again", "mean_skeleton"}
     assert [row["patient"] for row in r["per_case"]] == ["anna", "bert"]

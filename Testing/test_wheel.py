@@ -72,5 +72,5 @@ def test_the_installed_x2br_reconstructs_the_sample_outside_the_repository(insta
     line = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not line["failed"] and line["reconstructed"][0]["bones_found"] >= 40
     report = json.loads((work / "out" / "report.json").read_text())
-    shipped_record = json.loads((site / "X2BRLib" / "Resources" / "Models" / "x2b" / "model.json").read_text())
+    shipped_record = json.loads((site / "X2BRLib" / "Resources" / "Models" / "x2b_v7" / "model.json").read_text())
     assert report["model"]["sha256"] == shipped_record["sha256"]
