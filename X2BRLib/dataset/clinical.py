@@ -72,8 +72,19 @@ CLINICAL_RANGES = {
                      "effusion_height": (0.2, 0.6)}),
     "scatter": (0.35, {"spr": (0.1, 1.0), "scatter_sigma": (0.04, 0.15)}),
     "portable": (0.3, {"dose_factor": (0.2, 1.0), "blur": (0.0, 0.006)}),
+    # detector v3's gaps (dataset version 6; bench/README.md "Gallery recall: what detector v3 misses"),
+    # drawn from their own stream (_sample_gaps): a film without them is what version 5 made of it.
+    # flat: of a portable film, with FLAT_PROBABILITY: a flat, low-contrast look-up curve under a dense
+    # network of ECG leads and wires (the gallery's nih_00017625: 15 of 45 bones found, visible but faint)
+    "flat": (0.4, {"slope": (0.25, 0.55), "electrodes": (8, 16), "wires": (3, 8), "lead_L": (0.4, 1.2)}),
+    # implants: spinal rods and pedicle screws over the thoracolumbar spine, bright metal (the gallery's
+    # nih_00027760: ribs 11-12, T9 and L1 missed behind them); a small share of frontal films
+    "implants": (0.04, {"levels": (3, 9), "top": (0.45, 0.7), "rod_mm": (5.0, 6.5), "gap_mm": (14.0, 22.0),
+                        "metal_L": (1.0, 4.0)}),
 }
-FRONTAL_ONLY = ("arms", "scatter", "portable")  # laterals: upright, at a grid (no grid-less haze)
+GAP_EFFECTS = ("flat", "implants")  # drawn by _sample_gaps, not in sample_clinical's loop
+FLAT_PROBABILITY = CLINICAL_RANGES["flat"][0]  # of portable films: 0.85 x 0.3 x 0.4, about 10 % of frontal films
+FRONTAL_ONLY = ("arms", "scatter", "portable", "flat", "implants")  # laterals: upright, at a grid (no grid-less haze)
 PORTABLE_FORCE = 0.7  # of a portable film: each of habitus, lungs, scatter that was drawn off is turned on
 TUBE_PROBABILITY = 0.3  # of a film with ECG leads: also a tube down the midline
 _COLLIMATION_FILL = {"white": 0.55, "black": 0.3, "grey": 0.15}
@@ -99,6 +110,8 @@ class ClinicalParams:
     lungs: dict | None = None
     scatter: dict | None = None
     portable: dict | None = None
+    flat: dict | None = None
+    implants: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,6 +127,8 @@ def sample_clinical(rng: np.random.Generator, view: str) -> ClinicalParams:
     """Draw every effect (on with its probability; its parameters uniform in their ranges)."""
     cp = ClinicalParams(seed=int(rng.integers(2**31)))
     for name, (p, ranges) in CLINICAL_RANGES.items():
+        if name in GAP_EFFECTS:
+            continue
         on = rng.uniform() < p
         vals = {k: (int(rng.integers(lo, hi + 1)) if isinstance(lo, int) else float(rng.uniform(lo, hi)))
                 for k, (lo, hi) in ranges.items()}
@@ -139,7 +154,22 @@ def sample_clinical(rng: np.random.Generator, view: str) -> ClinicalParams:
     # detector dose stays about what it was (roughly: half the lungs' added density counts)
     added_mm = (cp.habitus["tissue_mm"] if cp.habitus else 0.0) + (0.5 * cp.lungs["lung_mm"] if cp.lungs else 0.0)
     cp.dose["gain"] *= float(np.exp(MU_WATER_PER_MM * added_mm))
+    _sample_gaps(cp, view)
     return cp
+
+
+def _sample_gaps(cp: ClinicalParams, view: str) -> None:
+    """Draw GAP_EFFECTS from the stream [seed, 3] (the other effects' draws stay as they were):
+    ``flat`` only on a portable film, ``implants`` on frontal films; integer ranges inclusive."""
+    rng = np.random.default_rng([cp.seed, 3])
+    for name in GAP_EFFECTS:
+        p, ranges = CLINICAL_RANGES[name]
+        on = rng.uniform() < p
+        vals = {k: (int(rng.integers(lo, hi + 1)) if isinstance(lo, int) else float(rng.uniform(lo, hi)))
+                for k, (lo, hi) in ranges.items()}
+        if view not in ("PA", "AP") or (name == "flat" and not cp.portable):
+            on = False
+        setattr(cp, name, vals if on else None)
 
 
 def sample_clinical_effects(rng: np.random.Generator, names) -> dict:
@@ -225,6 +255,14 @@ def attenuate(L: np.ndarray, cp: ClinicalParams, view: str, px_mm: float) -> np.
             L = L + MU_WATER_PER_MM * b["breast_mm"] * np.sqrt(np.clip(1.0 - rr, 0.0, None))
     if cp.ecg:
         L = L + cp.ecg["wire_L"] * _ecg_layer(L.shape, box, cp.ecg, rng, px_mm)
+    if cp.flat or cp.implants:
+        from .film_devices import lead_network, spinal_implant
+
+        grng = np.random.default_rng([cp.seed, 4])  # own stream: the other effects' shapes stay
+        if cp.flat:
+            L = L + cp.flat["lead_L"] * lead_network(L.shape, box, cp.flat, grng, px_mm)
+        if cp.implants:
+            L = L + cp.implants["metal_L"] * spinal_implant(L, box, cp.implants, grng, px_mm)
     if cp.heel:
         L = L + cp.heel["heel"] * (vv / max(h - 1, 1) - 0.5)
     if cp.habitus or cp.lungs:
@@ -372,6 +410,10 @@ def finish(img: np.ndarray, cp: ClinicalParams, L: np.ndarray) -> np.ndarray:
     if cp.multiscale:
         img = _multiscale(img, cp.multiscale)
     mask, box = _body(L)
+    if cp.flat and mask is not None:
+        from .film_devices import flat_lut
+
+        img = flat_lut(img, mask, cp.flat["slope"])
     if cp.collimation and box is not None:
         img = _collimate(img, box, cp.collimation, rng)
     if cp.markers:

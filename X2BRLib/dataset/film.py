@@ -49,13 +49,16 @@ class FilmParams:
     unsharp_sigma_px: float
     noise_seed: int
     clinical: dict | None = None  # clinical.ClinicalParams.to_dict(); None: a plain DRR film
+    framing: dict | None = None  # framing.py: a magnified, off-centre field; None: the usual field
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def geometry(self, size_px) -> ProjectionGeometry:
-        return ProjectionGeometry.chest(self.view, size_px=size_px, sdd_mm=self.sdd_mm,
-                                        object_to_detector_mm=self.object_to_detector_mm)
+        from .framing import framed
+
+        return framed(ProjectionGeometry.chest(self.view, size_px=size_px, sdd_mm=self.sdd_mm,
+                                               object_to_detector_mm=self.object_to_detector_mm), self.framing)
 
 
 def sample_film(rng: np.random.Generator, view: str | None = None) -> FilmParams:
