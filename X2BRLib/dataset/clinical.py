@@ -34,6 +34,10 @@ Line-integral effects (``attenuate``), L dimensionless, ``MU_WATER_PER_MM`` per 
 - ``portable`` (frontal): the bedside branch: ``dose_factor`` x the dose, a blur of ``blur`` of the
   width (motion, focal spot), and each of habitus, lungs, scatter drawn off turned on with
   ``PORTABLE_FORCE``. Exposure control: habitus and lungs raise the dose by exp(mu x their tissue).
+- ``flat`` (frontal, portable films only, ``FLAT_PROBABILITY``): a dense network of leads and wires
+  (``electrodes``, ``wires``, ``lead_L``) over the chest, and a flat look-up curve (``finish``).
+- ``implants`` (frontal): spinal rods and pedicle screws over the thoracolumbar spine (``metal_L``).
+  Both are drawn from their own stream (``_sample_gaps``) and drawn by :mod:`.film_devices`.
 
 Image effects (``finish``), image in [0, 1], bone bright:
 - ``multiscale``: vendor processing (MUSICA-like): the image split into band-pass layers at
@@ -42,6 +46,7 @@ Image effects (``finish``), image in [0, 1], bone bright:
   (``lut_center``, ``lut_width``).
 - ``collimation``: shutters near the body's edges (hide any straight CT edge left) with a soft
   penumbra; outside them the film is white (unexposed), black (electronic masking) or grey.
+- ``flat``: the body's middle tones compressed to ``slope`` of their range, air and metal kept.
 - ``markers``: burnt-in text and lead letters (L/R, PA/AP, PORTABLE, ...), bright or dark, in
   the film's corners and upper sides, some on a block.
 """
@@ -76,7 +81,7 @@ CLINICAL_RANGES = {
     # drawn from their own stream (_sample_gaps): a film without them is what version 5 made of it.
     # flat: of a portable film, with FLAT_PROBABILITY: a flat, low-contrast look-up curve under a dense
     # network of ECG leads and wires (the gallery's nih_00017625: 15 of 45 bones found, visible but faint)
-    "flat": (0.4, {"slope": (0.25, 0.55), "electrodes": (8, 16), "wires": (3, 8), "lead_L": (0.4, 1.2)}),
+    "flat": (0.4, {"slope": (0.25, 0.55), "electrodes": (8, 16), "wires": (3, 8), "lead_L": (0.8, 2.0)}),
     # implants: spinal rods and pedicle screws over the thoracolumbar spine, bright metal (the gallery's
     # nih_00027760: ribs 11-12, T9 and L1 missed behind them); a small share of frontal films
     "implants": (0.04, {"levels": (3, 9), "top": (0.45, 0.7), "rod_mm": (5.0, 6.5), "gap_mm": (14.0, 22.0),
