@@ -42,6 +42,8 @@ def only(effect: str, seed: int = 3) -> clinical.ClinicalParams:
     for name in clinical.CLINICAL_RANGES:
         setattr(cp, name, None)
     setattr(cp, effect, clinical.sample_clinical_effects(np.random.default_rng(seed), [effect])[effect])
+    if effect == "flat":
+        cp.flat["dark_leads"] = False
     if effect in ("flat", "implants"):  # integer ranges: the middle
         for k, (lo, hi) in clinical.CLINICAL_RANGES[effect][1].items():
             if isinstance(lo, int):
@@ -147,6 +149,11 @@ def test_flat_portable_films_lie_under_dense_leads_and_keep_the_chest_a_narrow_g
     assert (leads >= -1e-12).all() and 0.02 < (leads > 1e-3).mean() < 0.3
     ecg = clinical.attenuate(L, only("ecg"), "PA", px_mm) - L
     assert (leads > 1e-3).sum() > 2 * (ecg > 1e-3).sum()  # denser than the usual leads
+    cp.flat["dark_leads"] = True  # the same leads, darker than the chest behind them
+    dark = clinical.attenuate(L, cp, "PA", px_mm) - L
+    under = mask & (leads > 2e-3)
+    assert (dark <= 1e-12).all() and (dark[under] < 0).mean() > 0.95
+    cp.flat["dark_leads"] = False
     film = default_film("PA")
     film.clinical = cp.to_dict()
     flat = develop(L, film)

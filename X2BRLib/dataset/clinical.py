@@ -88,6 +88,9 @@ CLINICAL_RANGES = {
                         "metal_L": (1.0, 4.0)}),
 }
 GAP_EFFECTS = ("flat", "implants")  # drawn by _sample_gaps, not in sample_clinical's loop
+# of flat films, the leads dark instead of bright: on the gallery's flat film (nih_00017625) the
+# leads and electrodes show darker than the chest behind them (its processing; metal attenuates more)
+DARK_LEADS = 0.5
 FLAT_PROBABILITY = CLINICAL_RANGES["flat"][0]  # of portable films: 0.85 x 0.3 x 0.4, about 10 % of frontal films
 FRONTAL_ONLY = ("arms", "scatter", "portable", "flat", "implants")  # laterals: upright, at a grid (no grid-less haze)
 PORTABLE_FORCE = 0.7  # of a portable film: each of habitus, lungs, scatter that was drawn off is turned on
@@ -172,6 +175,8 @@ def _sample_gaps(cp: ClinicalParams, view: str) -> None:
         on = rng.uniform() < p
         vals = {k: (int(rng.integers(lo, hi + 1)) if isinstance(lo, int) else float(rng.uniform(lo, hi)))
                 for k, (lo, hi) in ranges.items()}
+        if name == "flat":  # leads drawn dark with DARK_LEADS: so they show on the gallery's flat film
+            vals["dark_leads"] = bool(rng.uniform() < DARK_LEADS)
         if view not in ("PA", "AP") or (name == "flat" and not cp.portable):
             on = False
         setattr(cp, name, vals if on else None)
@@ -265,7 +270,8 @@ def attenuate(L: np.ndarray, cp: ClinicalParams, view: str, px_mm: float) -> np.
 
         grng = np.random.default_rng([cp.seed, 4])  # own stream: the other effects' shapes stay
         if cp.flat:
-            L = L + cp.flat["lead_L"] * lead_network(L.shape, box, cp.flat, grng, px_mm)
+            sign = -0.5 if cp.flat.get("dark_leads") else 1.0  # dark: less than the chest behind (L >= 0 kept)
+            L = L + sign * cp.flat["lead_L"] * lead_network(L.shape, box, cp.flat, grng, px_mm)
         if cp.implants:
             L = L + cp.implants["metal_L"] * spinal_implant(L, box, cp.implants, grng, px_mm)
     if cp.heel:

@@ -39,9 +39,9 @@ def spine_track(L: np.ndarray, box, px_mm: float) -> np.ndarray:
     """(H,) float: the spine's column per row on a frontal film. Per row, within the middle 40 %
     of the body, the column where the line integral stands most above its surroundings (fine
     detail minus a 40 mm blur, averaged over a 30 mm wide band: a vertebra's width; the plain
-    maximum leans toward the heart and aorta), then a quadratic in the row fitted to the body's
-    rows, rows more than 3 MADs off dropped once (the spine bends slowly; the neck and the
-    abdomen's gas are not the spine)."""
+    maximum leans toward the heart and aorta); then a straight line fitted over the chest's rows
+    (10-70 % of the body's height: below, the diaphragm and the abdomen's edges compete), rows
+    more than 3 MADs off dropped once, continued above and below."""
     from scipy import ndimage
 
     h, w = L.shape
@@ -50,14 +50,14 @@ def spine_track(L: np.ndarray, box, px_mm: float) -> np.ndarray:
     lo, hi = int(max(0, mid - half)), int(min(w, mid + half + 1))
     D = ndimage.gaussian_filter(L, 1.0) - ndimage.gaussian_filter(L, max(1.0, 40.0 / px_mm))
     D = ndimage.uniform_filter1d(D, max(1, int(round(30.0 / px_mm))), axis=1)[:, lo:hi]
-    rows = np.arange(r0, r1 + 1)
-    cols = lo + np.argmax(D[rows], 1).astype(np.float64)
+    rows = np.arange(int(r0 + 0.1 * (r1 - r0)), int(r0 + 0.7 * (r1 - r0)) + 1)
     if len(rows) < 6:
         return np.full(h, mid)
-    fit = np.polyfit(rows, cols, 2)
+    cols = lo + np.argmax(D[rows], 1).astype(np.float64)
+    fit = np.polyfit(rows, cols, 1)
     resid = np.abs(cols - np.polyval(fit, rows))
     keep = resid <= max(1.0, 3.0 * np.median(resid))
-    fit = np.polyfit(rows[keep], cols[keep], 2)
+    fit = np.polyfit(rows[keep], cols[keep], 1)
     return np.polyval(fit, np.arange(h))
 
 

@@ -26,11 +26,11 @@ from dataclasses import replace
 
 import numpy as np
 
-# zoom: log-uniform; a 43 cm field magnified 1.15-1.7x shows 25-37 cm of the detector, a chest
+# zoom: log-uniform; a 43 cm field magnified 1.15-1.8x shows 24-37 cm of the detector, a chest
 # about 30-35 cm wide: one side is cut. shift_u: toward one side (sign drawn), so the other
 # shoulder nears a corner; shift_v: mostly toward the head (negative: up), as bedside films lift
 # the field to the neck and shoulders. Fractions of the unframed field's width.
-FRAMING_RANGES = {"zoom": (1.15, 1.7), "shift_u": (0.04, 0.2), "shift_v": (-0.15, 0.05)}
+FRAMING_RANGES = {"zoom": (1.15, 1.8), "shift_u": (0.04, 0.2), "shift_v": (-0.15, 0.05)}
 FRAMING_STREAM = 3  # the case stream [seed, split, index, 3]; 1: blend, 2: lateral
 
 
