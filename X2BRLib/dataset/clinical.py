@@ -273,7 +273,13 @@ def attenuate(L: np.ndarray, cp: ClinicalParams, view: str, px_mm: float) -> np.
             sign = -0.5 if cp.flat.get("dark_leads") else 1.0  # dark: less than the chest behind (L >= 0 kept)
             L = L + sign * cp.flat["lead_L"] * lead_network(L.shape, box, cp.flat, grng, px_mm)
         if cp.implants:
-            L = L + cp.implants["metal_L"] * spinal_implant(L, box, cp.implants, grng, px_mm)
+            # metal saturates at the film's white (the body's 99.5th percentile, where the robust
+            # normalisation puts 1): uncapped, its pixels (1-2 % of the film) would set the white point
+            # and darken the rest (tried: median grey 0.30 -> 0.10 on one film; the gallery's film with
+            # rods keeps an ordinary grey-level spread)
+            cap = np.percentile(L[mask], 99.5)
+            metal = L + cp.implants["metal_L"] * spinal_implant(L, box, cp.implants, grng, px_mm)
+            L = np.maximum(L, np.minimum(metal, cap))
     if cp.heel:
         L = L + cp.heel["heel"] * (vv / max(h - 1, 1) - 0.5)
     if cp.habitus or cp.lungs:
