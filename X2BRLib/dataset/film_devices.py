@@ -100,7 +100,7 @@ def flat_lut(img: np.ndarray, mask: np.ndarray, slope: float) -> np.ndarray:
     """A flat look-up curve on the film's large scales: the body's middle tones (5th-95th
     percentile of the image blurred over 4 % of its width) compressed to ``slope`` of their range
     about their median, what lies below (air, dark borders) and above (metal, markers) kept to 0
-    and 1; the finer detail (image minus that blur) added back unchanged: after the robust
+    and 1; the finer detail (image minus that blur) added back at sqrt(``slope``): after the robust
     normalisation the chest is a narrow grey band whose ribs stay visible but faint, as on the
     gallery's flat film. The curve is monotone, piecewise linear; returns [0, 1]."""
     from scipy import ndimage
@@ -113,4 +113,4 @@ def flat_lut(img: np.ndarray, mask: np.ndarray, slope: float) -> np.ndarray:
         return x
     ylo, yhi = m - slope * (m - lo), m + slope * (hi - m)
     flat = np.interp(low, [0.0, lo, hi, 1.0], [0.0, ylo, yhi, 1.0])
-    return np.clip(flat + (x - low), 0.0, 1.0).astype(np.float32)
+    return np.clip(flat + np.sqrt(slope) * (x - low), 0.0, 1.0).astype(np.float32)
