@@ -15,6 +15,10 @@ bands), mean over films; for the gallery (``--films``), every frontal film and t
 effect answers (numbers only: the gallery stays out of git). ``--detector``: bones the shipped
 detector (or ``--weights``) finds at confidence >= 0.25 among those with a ground-truth box on
 the film (a framed film cuts some off), and boxes that overlap their truth (IoU >= 0.5).
+
+``--dataset DS`` (a folder ``x2br build-dataset`` made; ``--prepared`` then optional): the same
+statistics over its frontal films as drawn, grouped by the new effects each case drew, with the
+boxes per case.
 """
 from __future__ import annotations
 
@@ -89,6 +93,32 @@ def simulated(prepared: list[str], n: int, size: int):
     return out
 
 
+def dataset_rows(root: Path, stats) -> dict:
+    """{row name: [statistics per film]} of a built dataset's frontal films: every one, and those
+    that drew each new effect (framing, flat, implants) or none of them; prints boxes per case."""
+    import json
+
+    groups = {"every": [], "framing": [], "flat": [], "implants": [], "none of the three": []}
+    boxes = {"framing": [], "not framed": []}
+    for path in sorted(root.glob("*/case_*.npz")):
+        with np.load(path) as z:
+            film = json.loads(str(z["params"]))["film"]
+            img, n = z["image"].astype(np.float32), len(z["boxes"])
+        st = stats(img)
+        clin = film.get("clinical") or {}
+        drawn = [k for k, on in (("framing", film.get("framing")), ("flat", clin.get("flat")),
+                                 ("implants", clin.get("implants"))) if on]
+        groups["every"].append(st)
+        for k in drawn or ["none of the three"]:
+            groups[k].append(st)
+        boxes["framing" if film.get("framing") else "not framed"].append(n)
+    for k, v in boxes.items():
+        if v:
+            print(f"dataset {root.name}: {k}: {len(v)} cases, boxes per case mean {np.mean(v):.1f} "
+                  f"(min {min(v)}, max {max(v)})")
+    return {f"dataset: {k} ({len(v)})": v for k, v in groups.items() if v}
+
+
 def _iou(a, b) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -101,7 +131,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--films", help="the shared gallery (its frontal films' statistics)")
-    ap.add_argument("--prepared", action="append", required=True)
+    ap.add_argument("--prepared", action="append", default=[])
+    ap.add_argument("--dataset", help="a built dataset: its films' statistics by the effects drawn")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--detector", action="store_true", help="also count the bones a detector finds")
@@ -116,9 +147,11 @@ def main(argv=None) -> int:
         for effect, name in ANSWERS.items():
             if name in films:
                 rows[f"real: {name} ({effect})"] = [stats(films[name])]
-    sim = simulated(args.prepared, args.n, args.size)
+    sim = simulated(args.prepared, args.n, args.size) if args.prepared else {}
     for name, fs in sim.items():
         rows[f"simulated: {name} ({len(fs)})"] = [stats(f) for f, _ in fs]
+    if args.dataset:
+        rows.update(dataset_rows(Path(args.dataset), stats))
     print("| films | " + " | ".join(COLUMNS) + " |")
     print("|---|" + "---|" * len(COLUMNS))
     for name, r in rows.items():

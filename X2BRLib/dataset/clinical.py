@@ -35,7 +35,7 @@ Line-integral effects (``attenuate``), L dimensionless, ``MU_WATER_PER_MM`` per 
   width (motion, focal spot), and each of habitus, lungs, scatter drawn off turned on with
   ``PORTABLE_FORCE``. Exposure control: habitus and lungs raise the dose by exp(mu x their tissue).
 - ``flat`` (frontal, portable films only, ``FLAT_PROBABILITY``): a dense network of leads and wires
-  (``electrodes``, ``wires``, ``lead_L``) over the chest, and a flat look-up curve (``finish``).
+  (``electrodes``, ``wires``, ``lead_L``) over the chest, and a flat look-up curve (``after_normalise``).
 - ``implants`` (frontal): spinal rods and pedicle screws over the thoracolumbar spine (``metal_L``).
   Both are drawn from their own stream (``_sample_gaps``) and drawn by :mod:`.film_devices`.
 
@@ -46,7 +46,8 @@ Image effects (``finish``), image in [0, 1], bone bright:
   (``lut_center``, ``lut_width``).
 - ``collimation``: shutters near the body's edges (hide any straight CT edge left) with a soft
   penumbra; outside them the film is white (unexposed), black (electronic masking) or grey.
-- ``flat``: the body's middle tones compressed to ``slope`` of their range, air and metal kept.
+- ``flat`` (``after_normalise``, on the film as normalised, last): the body's middle tones
+  compressed to ``slope`` of their range, the film's black and white points kept.
 - ``markers``: burnt-in text and lead letters (L/R, PA/AP, PORTABLE, ...), bright or dark, in
   the film's corners and upper sides, some on a block.
 """
@@ -427,15 +428,22 @@ def finish(img: np.ndarray, cp: ClinicalParams, L: np.ndarray) -> np.ndarray:
     if cp.multiscale:
         img = _multiscale(img, cp.multiscale)
     mask, box = _body(L)
-    if cp.flat and mask is not None:
-        from .film_devices import flat_lut
-
-        img = flat_lut(img, mask, cp.flat["slope"])
     if cp.collimation and box is not None:
         img = _collimate(img, box, cp.collimation, rng)
     if cp.markers:
         img = _markers(img, cp.markers, rng)
     return img.astype(np.float32)
+
+
+def after_normalise(img: np.ndarray, cp: ClinicalParams, L: np.ndarray) -> np.ndarray:
+    """The film as robust-normalised -> the film with ``flat``'s look-up curve (monotone, 0 and 1
+    kept: a second normalisation changes nothing). Other effects: unchanged."""
+    if not cp.flat:
+        return img
+    from .film_devices import flat_lut
+
+    mask, _ = _body(L)
+    return img if mask is None else flat_lut(img, mask, cp.flat["slope"])
 
 
 def _multiscale(img: np.ndarray, m: dict) -> np.ndarray:

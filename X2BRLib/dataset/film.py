@@ -131,4 +131,5 @@ def develop(line_integral: np.ndarray, film: FilmParams) -> np.ndarray:
         img = img + film.unsharp_amount * (img - blur)
     if clin is not None:
         img = clinical.finish(robust_normalise(img), clin, L)
+        return clinical.after_normalise(robust_normalise(img), clin, L)  # flat: its look-up curve last
     return robust_normalise(img)
