@@ -122,7 +122,8 @@ def test_framing_goes_to_train_and_val_cases_only_at_its_rate_and_reproducibly(s
     for key in ("points_lps_mm", "gt_labels"):  # same patient, other film
         np.testing.assert_array_equal(train[key], plain[key])
     test = make_case(sample_source, cfg, "test", 0)
-    assert json.loads(str(test["params"]))["film"]["framing"] is None
+    film = json.loads(str(test["params"]))["film"]
+    assert film["framing"] is None and not (film["clinical"] or {}).get("flat")
 
 
 def test_gap_effects_come_from_their_own_stream_and_leave_the_other_draws(monkeypatch):
@@ -140,6 +141,13 @@ def test_gap_effects_come_from_their_own_stream_and_leave_the_other_draws(monkey
             assert (b.clinical["flat"] is not None) == (b.clinical["portable"] is not None)  # portable films only
     assert sum(bool(f.clinical and f.clinical["flat"]) for f in films) < sum(
         bool(f.clinical and f.clinical["flat"]) for f in again)
+    # without the gap effects (the builder's test split) a film is the same draw less those two
+    without = [sample_film(np.random.default_rng([9, i]), gaps=False) for i in range(200)]
+    for a, b in zip(again, without):
+        if a.clinical:
+            assert b.clinical["flat"] is None and b.clinical["implants"] is None
+            a.clinical.update(flat=None, implants=None)
+        assert a.to_dict() == b.to_dict()
 
 
 def test_flat_portable_films_lie_under_dense_leads_and_keep_the_chest_a_narrow_grey_band(pa):

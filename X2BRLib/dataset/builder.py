@@ -108,7 +108,8 @@ def make_case(src: AnatomySource, cfg: BuildConfig, split: str, index: int, clea
         toward, t = draw_toward(np.random.default_rng([cfg.seed, SPLIT_ID[split], index, 1]), src.name,
                                 src.others, cfg.blend)
         params = replace(params, toward=toward, toward_t=t)
-    film = default_film("PA") if clean else sample_film(rng)
+    # flat films and implants (dataset version 6) for train and val: test films stay what version 5 drew
+    film = default_film("PA") if clean else sample_film(rng, gaps=split != "test")
     if cfg.framing > 0 and split != "test" and not clean:
         from .framing import draw_framing
 

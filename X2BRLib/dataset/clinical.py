@@ -132,8 +132,9 @@ class ClinicalParams:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-def sample_clinical(rng: np.random.Generator, view: str) -> ClinicalParams:
-    """Draw every effect (on with its probability; its parameters uniform in their ranges)."""
+def sample_clinical(rng: np.random.Generator, view: str, gaps: bool = True) -> ClinicalParams:
+    """Draw every effect (on with its probability; its parameters uniform in their ranges).
+    gaps: also GAP_EFFECTS (the builder: train and val films; the test split keeps version 5's films)."""
     cp = ClinicalParams(seed=int(rng.integers(2**31)))
     for name, (p, ranges) in CLINICAL_RANGES.items():
         if name in GAP_EFFECTS:
@@ -163,7 +164,8 @@ def sample_clinical(rng: np.random.Generator, view: str) -> ClinicalParams:
     # detector dose stays about what it was (roughly: half the lungs' added density counts)
     added_mm = (cp.habitus["tissue_mm"] if cp.habitus else 0.0) + (0.5 * cp.lungs["lung_mm"] if cp.lungs else 0.0)
     cp.dose["gain"] *= float(np.exp(MU_WATER_PER_MM * added_mm))
-    _sample_gaps(cp, view)
+    if gaps:
+        _sample_gaps(cp, view)
     return cp
 
 

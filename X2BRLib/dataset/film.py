@@ -61,10 +61,12 @@ class FilmParams:
                                                object_to_detector_mm=self.object_to_detector_mm), self.framing)
 
 
-def sample_film(rng: np.random.Generator, view: str | None = None) -> FilmParams:
-    """A film drawn from FILM_RANGES, then the clinical model (``_sample_clinical``)."""
+def sample_film(rng: np.random.Generator, view: str | None = None, gaps: bool = True) -> FilmParams:
+    """A film drawn from FILM_RANGES, then the clinical model (``_sample_clinical``); gaps: with
+    the clinical model's ``GAP_EFFECTS`` (dataset version 6; their own stream, so without them a
+    film is what version 5 drew)."""
     film = _sample_plain(rng, view)
-    film.clinical = _sample_clinical(film)
+    film.clinical = _sample_clinical(film, gaps)
     return film
 
 
@@ -87,13 +89,13 @@ def _sample_plain(rng: np.random.Generator, view: str | None = None) -> FilmPara
     )
 
 
-def _sample_clinical(film: FilmParams) -> dict | None:
+def _sample_clinical(film: FilmParams, gaps: bool = True) -> dict | None:
     """The clinical effects, from a stream of the film's own noise seed (the case's other draws
     stay what they were)."""
     from .clinical import CLINICAL_PROBABILITY, sample_clinical
 
     rng = np.random.default_rng([film.noise_seed, 1])
-    return sample_clinical(rng, film.view).to_dict() if rng.uniform() < CLINICAL_PROBABILITY else None
+    return sample_clinical(rng, film.view, gaps).to_dict() if rng.uniform() < CLINICAL_PROBABILITY else None
 
 
 def default_film(view: str = "PA") -> FilmParams:
