@@ -55,8 +55,11 @@ from ..io.ct import LabelledCT
 from .film import default_film, develop, sample_film
 from .virtual import AnatomySource, identity_variation, sample_variation
 
-DATASET_VERSION = 5  # 2: DRR integrates the whole body (no clipping at the detector plane); 3: clinical film model; 4: bedside (portable) films; 5: their scatter capped (SPR 0.1-1.0, was 0.2-2.0)
+DATASET_VERSION = 6  # 2: DRR integrates the whole body (no clipping at the detector plane); 3: clinical film model; 4: bedside (portable) films; 5: their scatter capped (SPR 0.1-1.0, was 0.2-2.0); 6: detector v3's gaps: flat portable films under dense leads, spinal implants, --framing, boxes of bones mostly off the film dropped
 SPLIT_ID = {"train": 0, "val": 1, "test": 2}
+# a bone with under half its projected voxels on the film gets no box ("mostly outside": framed
+# films cut bones at the field's edge; before version 6 every bone with >= 2 px on the film had one)
+BOX_MIN_INSIDE = 0.5
 
 
 @dataclass
@@ -80,6 +83,7 @@ class BuildConfig:
     part: tuple = (0, 1)  # (k, n): build only cases whose index % n == k (n processes, e.g. one per GPU)
     blend: float = 0.0    # probability that a train/val case moves toward another patient (blend.py)
     lateral: bool = False  # also render each case's lateral film (lateral.py)
+    framing: float = 0.0  # probability that a train/val case's frontal film is magnified and off-centre (framing.py)
 
 
 def case_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -104,7 +108,12 @@ def make_case(src: AnatomySource, cfg: BuildConfig, split: str, index: int, clea
         toward, t = draw_toward(np.random.default_rng([cfg.seed, SPLIT_ID[split], index, 1]), src.name,
                                 src.others, cfg.blend)
         params = replace(params, toward=toward, toward_t=t)
-    film = default_film("PA") if clean else sample_film(rng)
+    # flat films and implants (dataset version 6) for train and val: test films stay what version 5 drew
+    film = default_film("PA") if clean else sample_film(rng, gaps=split != "test")
+    if cfg.framing > 0 and split != "test" and not clean:
+        from .framing import draw_framing
+
+        film.framing = draw_framing(cfg.seed, SPLIT_ID[split], index, cfg.framing)
     geom = film.geometry((cfg.image_size, cfg.image_size))
     gt, mu, ijk_to_lps = warped_volumes(src, geom, params, cfg.gt_voxel_mm)
     shape, origin, spacing = geom.box_grid(cfg.gt_voxel_mm)
@@ -128,7 +137,7 @@ def make_case(src: AnatomySource, cfg: BuildConfig, split: str, index: int, clea
     pts = np.concatenate([uni, near]).astype(np.float32)
     pts_t = torch.from_numpy(pts).to(dev)
     plab = src.sample_labels(src.warp(pts_t - iso, params)).cpu().numpy()
-    boxes = bone_boxes(gt_np, origin, spacing, geom)
+    boxes = bone_boxes(gt_np, origin, spacing, geom, min_inside=BOX_MIN_INSIDE)
     t_end = time.perf_counter()
     lat, lat_params = _lateral(cfg, split, index, clean, mu, ijk_to_lps, gt_np, origin, spacing, dev) \
         if cfg.lateral else ({}, {})
@@ -165,7 +174,7 @@ def _lateral(cfg: BuildConfig, split: str, index: int, clean: bool, mu, ijk_to_l
                    clip_to_detector=False)[0].cpu().numpy()
     keys = {"image_lat": develop(L, film).astype(np.float16),
             "geometry_lat": np.array(assumed.to_json()),
-            "boxes_lat": bone_boxes(gt_np, origin, spacing, real)}
+            "boxes_lat": bone_boxes(gt_np, origin, spacing, real, min_inside=BOX_MIN_INSIDE)}
     return keys, {"film_lat": film.to_dict(), "lat_error": error}
 
 
@@ -207,9 +216,13 @@ def _surface_voxels(labels: np.ndarray) -> np.ndarray:
     return np.argwhere(edge & (labels > 0))
 
 
-def bone_boxes(gt: np.ndarray, origin, spacing, geom: ProjectionGeometry, min_px: float = 2.0) -> np.ndarray:
+def bone_boxes(gt: np.ndarray, origin, spacing, geom: ProjectionGeometry, min_px: float = 2.0,
+               min_inside: float = 0.0) -> np.ndarray:
     """(K, 5) float32 rows (label, u0, v0, u1, v1) in px: each bone's 2D box on the film,
-    from the projection of its ground-truth voxels (grown by half a voxel)."""
+    from the projection of its ground-truth voxels (grown by half a voxel). A bone cut by the
+    film's edge gets its box clipped to the film (and none when that is under ``min_px``); a bone
+    mostly off the film (under ``min_inside`` of its projected voxels on it) gets none: the dataset
+    passes ``BOX_MIN_INSIDE`` (version 6), so a detector is not taught to find a bone from a sliver."""
     # one pass over the volume: project every bone voxel once, then take per-label extremes
     idx = np.argwhere(gt > 0)
     labels = gt[tuple(idx.T)]
@@ -221,6 +234,9 @@ def bone_boxes(gt: np.ndarray, origin, spacing, geom: ProjectionGeometry, min_px
         if counts[b.label] < 4:
             continue
         sel = uv[labels == b.label]
+        on = (sel >= -0.5).all(1) & (sel[:, 0] <= geom.width - 0.5) & (sel[:, 1] <= geom.height - 0.5)
+        if min_inside > 0 and on.mean() < min_inside:
+            continue
         u0, v0 = sel.min(0) - pad
         u1, v1 = sel.max(0) + pad
         u0, u1 = np.clip([u0, u1], -0.5, geom.width - 0.5)
@@ -381,7 +397,8 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
                 "drr_step_mm": cfg.drr_step_mm, "patients": sorted(sources),
                 "test_patients": sorted(set(cfg.test_patients)),
                 **({"blend": cfg.blend} if cfg.blend > 0 else {}),
-                **({"lateral": True} if cfg.lateral else {})}
+                **({"lateral": True} if cfg.lateral else {}),
+                **({"framing": cfg.framing} if cfg.framing > 0 else {})}
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         if old.get("derived_from"):
@@ -392,6 +409,8 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
         clash = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if old.get("blend", 0) != cfg.blend:
             clash["blend"] = (old.get("blend", 0), cfg.blend)
+        if old.get("framing", 0) != cfg.framing:
+            clash["framing"] = (old.get("framing", 0), cfg.framing)
         if bool(old.get("lateral", False)) != cfg.lateral:
             clash["lateral"] = (bool(old.get("lateral", False)), cfg.lateral)
         if clash:

@@ -34,6 +34,10 @@ Line-integral effects (``attenuate``), L dimensionless, ``MU_WATER_PER_MM`` per 
 - ``portable`` (frontal): the bedside branch: ``dose_factor`` x the dose, a blur of ``blur`` of the
   width (motion, focal spot), and each of habitus, lungs, scatter drawn off turned on with
   ``PORTABLE_FORCE``. Exposure control: habitus and lungs raise the dose by exp(mu x their tissue).
+- ``flat`` (frontal, portable films only, ``FLAT_PROBABILITY``): a dense network of leads and wires
+  (``electrodes``, ``wires``, ``lead_L``) over the chest, and a flat look-up curve (``after_normalise``).
+- ``implants`` (frontal): spinal rods and pedicle screws over the thoracolumbar spine (``metal_L``).
+  Both are drawn from their own stream (``_sample_gaps``) and drawn by :mod:`.film_devices`.
 
 Image effects (``finish``), image in [0, 1], bone bright:
 - ``multiscale``: vendor processing (MUSICA-like): the image split into band-pass layers at
@@ -42,6 +46,8 @@ Image effects (``finish``), image in [0, 1], bone bright:
   (``lut_center``, ``lut_width``).
 - ``collimation``: shutters near the body's edges (hide any straight CT edge left) with a soft
   penumbra; outside them the film is white (unexposed), black (electronic masking) or grey.
+- ``flat`` (``after_normalise``, on the film as normalised, last): the body's middle tones
+  compressed to ``slope`` of their range, the film's black and white points kept.
 - ``markers``: burnt-in text and lead letters (L/R, PA/AP, PORTABLE, ...), bright or dark, in
   the film's corners and upper sides, some on a block.
 """
@@ -72,8 +78,22 @@ CLINICAL_RANGES = {
                      "effusion_height": (0.2, 0.6)}),
     "scatter": (0.35, {"spr": (0.1, 1.0), "scatter_sigma": (0.04, 0.15)}),
     "portable": (0.3, {"dose_factor": (0.2, 1.0), "blur": (0.0, 0.006)}),
+    # detector v3's gaps (dataset version 6; bench/README.md "Gallery recall: what detector v3 misses"),
+    # drawn from their own stream (_sample_gaps): a film without them is what version 5 made of it.
+    # flat: of a portable film, with FLAT_PROBABILITY: a flat, low-contrast look-up curve under a dense
+    # network of ECG leads and wires (the gallery's nih_00017625: 15 of 45 bones found, visible but faint)
+    "flat": (0.4, {"slope": (0.25, 0.55), "electrodes": (8, 16), "wires": (3, 8), "lead_L": (0.8, 2.0)}),
+    # implants: spinal rods and pedicle screws over the thoracolumbar spine, bright metal (the gallery's
+    # nih_00027760: ribs 11-12, T9 and L1 missed behind them); a small share of frontal films
+    "implants": (0.04, {"levels": (3, 9), "top": (0.45, 0.7), "rod_mm": (5.0, 6.5), "gap_mm": (14.0, 22.0),
+                        "metal_L": (1.0, 4.0)}),
 }
-FRONTAL_ONLY = ("arms", "scatter", "portable")  # laterals: upright, at a grid (no grid-less haze)
+GAP_EFFECTS = ("flat", "implants")  # drawn by _sample_gaps, not in sample_clinical's loop
+# of flat films, the leads dark instead of bright: on the gallery's flat film (nih_00017625) the
+# leads and electrodes show darker than the chest behind them (its processing; metal attenuates more)
+DARK_LEADS = 0.5
+FLAT_PROBABILITY = CLINICAL_RANGES["flat"][0]  # of portable films: 0.85 x 0.3 x 0.4, about 10 % of frontal films
+FRONTAL_ONLY = ("arms", "scatter", "portable", "flat", "implants")  # laterals: upright, at a grid (no grid-less haze)
 PORTABLE_FORCE = 0.7  # of a portable film: each of habitus, lungs, scatter that was drawn off is turned on
 TUBE_PROBABILITY = 0.3  # of a film with ECG leads: also a tube down the midline
 _COLLIMATION_FILL = {"white": 0.55, "black": 0.3, "grey": 0.15}
@@ -99,6 +119,8 @@ class ClinicalParams:
     lungs: dict | None = None
     scatter: dict | None = None
     portable: dict | None = None
+    flat: dict | None = None
+    implants: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,10 +132,13 @@ class ClinicalParams:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-def sample_clinical(rng: np.random.Generator, view: str) -> ClinicalParams:
-    """Draw every effect (on with its probability; its parameters uniform in their ranges)."""
+def sample_clinical(rng: np.random.Generator, view: str, gaps: bool = True) -> ClinicalParams:
+    """Draw every effect (on with its probability; its parameters uniform in their ranges).
+    gaps: also GAP_EFFECTS (the builder: train and val films; the test split keeps version 5's films)."""
     cp = ClinicalParams(seed=int(rng.integers(2**31)))
     for name, (p, ranges) in CLINICAL_RANGES.items():
+        if name in GAP_EFFECTS:
+            continue
         on = rng.uniform() < p
         vals = {k: (int(rng.integers(lo, hi + 1)) if isinstance(lo, int) else float(rng.uniform(lo, hi)))
                 for k, (lo, hi) in ranges.items()}
@@ -139,7 +164,25 @@ def sample_clinical(rng: np.random.Generator, view: str) -> ClinicalParams:
     # detector dose stays about what it was (roughly: half the lungs' added density counts)
     added_mm = (cp.habitus["tissue_mm"] if cp.habitus else 0.0) + (0.5 * cp.lungs["lung_mm"] if cp.lungs else 0.0)
     cp.dose["gain"] *= float(np.exp(MU_WATER_PER_MM * added_mm))
+    if gaps:
+        _sample_gaps(cp, view)
     return cp
+
+
+def _sample_gaps(cp: ClinicalParams, view: str) -> None:
+    """Draw GAP_EFFECTS from the stream [seed, 3] (the other effects' draws stay as they were):
+    ``flat`` only on a portable film, ``implants`` on frontal films; integer ranges inclusive."""
+    rng = np.random.default_rng([cp.seed, 3])
+    for name in GAP_EFFECTS:
+        p, ranges = CLINICAL_RANGES[name]
+        on = rng.uniform() < p
+        vals = {k: (int(rng.integers(lo, hi + 1)) if isinstance(lo, int) else float(rng.uniform(lo, hi)))
+                for k, (lo, hi) in ranges.items()}
+        if name == "flat":  # leads drawn dark with DARK_LEADS: so they show on the gallery's flat film
+            vals["dark_leads"] = bool(rng.uniform() < DARK_LEADS)
+        if view not in ("PA", "AP") or (name == "flat" and not cp.portable):
+            on = False
+        setattr(cp, name, vals if on else None)
 
 
 def sample_clinical_effects(rng: np.random.Generator, names) -> dict:
@@ -225,6 +268,21 @@ def attenuate(L: np.ndarray, cp: ClinicalParams, view: str, px_mm: float) -> np.
             L = L + MU_WATER_PER_MM * b["breast_mm"] * np.sqrt(np.clip(1.0 - rr, 0.0, None))
     if cp.ecg:
         L = L + cp.ecg["wire_L"] * _ecg_layer(L.shape, box, cp.ecg, rng, px_mm)
+    if cp.flat or cp.implants:
+        from .film_devices import lead_network, spinal_implant
+
+        grng = np.random.default_rng([cp.seed, 4])  # own stream: the other effects' shapes stay
+        if cp.flat:
+            sign = -0.5 if cp.flat.get("dark_leads") else 1.0  # dark: less than the chest behind (L >= 0 kept)
+            L = L + sign * cp.flat["lead_L"] * lead_network(L.shape, box, cp.flat, grng, px_mm)
+        if cp.implants:
+            # metal saturates at the film's white (the body's 99.5th percentile, where the robust
+            # normalisation puts 1): uncapped, its pixels (1-2 % of the film) would set the white point
+            # and darken the rest (tried: median grey 0.30 -> 0.10 on one film; the gallery's film with
+            # rods keeps an ordinary grey-level spread)
+            cap = np.percentile(L[mask], 99.5)
+            metal = L + cp.implants["metal_L"] * spinal_implant(L, box, cp.implants, grng, px_mm)
+            L = np.maximum(L, np.minimum(metal, cap))
     if cp.heel:
         L = L + cp.heel["heel"] * (vv / max(h - 1, 1) - 0.5)
     if cp.habitus or cp.lungs:
@@ -377,6 +435,17 @@ def finish(img: np.ndarray, cp: ClinicalParams, L: np.ndarray) -> np.ndarray:
     if cp.markers:
         img = _markers(img, cp.markers, rng)
     return img.astype(np.float32)
+
+
+def after_normalise(img: np.ndarray, cp: ClinicalParams, L: np.ndarray) -> np.ndarray:
+    """The film as robust-normalised -> the film with ``flat``'s look-up curve (monotone, 0 and 1
+    kept: a second normalisation changes nothing). Other effects: unchanged."""
+    if not cp.flat:
+        return img
+    from .film_devices import flat_lut
+
+    mask, _ = _body(L)
+    return img if mask is None else flat_lut(img, mask, cp.flat["slope"])
 
 
 def _multiscale(img: np.ndarray, m: dict) -> np.ndarray:

@@ -49,19 +49,24 @@ class FilmParams:
     unsharp_sigma_px: float
     noise_seed: int
     clinical: dict | None = None  # clinical.ClinicalParams.to_dict(); None: a plain DRR film
+    framing: dict | None = None  # framing.py: a magnified, off-centre field; None: the usual field
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def geometry(self, size_px) -> ProjectionGeometry:
-        return ProjectionGeometry.chest(self.view, size_px=size_px, sdd_mm=self.sdd_mm,
-                                        object_to_detector_mm=self.object_to_detector_mm)
+        from .framing import framed
+
+        return framed(ProjectionGeometry.chest(self.view, size_px=size_px, sdd_mm=self.sdd_mm,
+                                               object_to_detector_mm=self.object_to_detector_mm), self.framing)
 
 
-def sample_film(rng: np.random.Generator, view: str | None = None) -> FilmParams:
-    """A film drawn from FILM_RANGES, then the clinical model (``_sample_clinical``)."""
+def sample_film(rng: np.random.Generator, view: str | None = None, gaps: bool = True) -> FilmParams:
+    """A film drawn from FILM_RANGES, then the clinical model (``_sample_clinical``); gaps: with
+    the clinical model's ``GAP_EFFECTS`` (dataset version 6; their own stream, so without them a
+    film is what version 5 drew)."""
     film = _sample_plain(rng, view)
-    film.clinical = _sample_clinical(film)
+    film.clinical = _sample_clinical(film, gaps)
     return film
 
 
@@ -84,13 +89,13 @@ def _sample_plain(rng: np.random.Generator, view: str | None = None) -> FilmPara
     )
 
 
-def _sample_clinical(film: FilmParams) -> dict | None:
+def _sample_clinical(film: FilmParams, gaps: bool = True) -> dict | None:
     """The clinical effects, from a stream of the film's own noise seed (the case's other draws
     stay what they were)."""
     from .clinical import CLINICAL_PROBABILITY, sample_clinical
 
     rng = np.random.default_rng([film.noise_seed, 1])
-    return sample_clinical(rng, film.view).to_dict() if rng.uniform() < CLINICAL_PROBABILITY else None
+    return sample_clinical(rng, film.view, gaps).to_dict() if rng.uniform() < CLINICAL_PROBABILITY else None
 
 
 def default_film(view: str = "PA") -> FilmParams:
@@ -128,4 +133,5 @@ def develop(line_integral: np.ndarray, film: FilmParams) -> np.ndarray:
         img = img + film.unsharp_amount * (img - blur)
     if clin is not None:
         img = clinical.finish(robust_normalise(img), clin, L)
+        return clinical.after_normalise(robust_normalise(img), clin, L)  # flat: its look-up curve last
     return robust_normalise(img)
