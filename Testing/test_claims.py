@@ -11,7 +11,6 @@ import re
 from X2BRLib.cli import REPO
 
 DOCS = ["README.md", "bench/README.md", "docs/DECISIONS.md", "Resources/Models/x2b/MODEL_CARD.md",
-        "Resources/Models/x2b_v7/MODEL_CARD.md",
         "Resources/Models/yolo/MODEL_CARD.md", "Resources/Template/TEMPLATE_CARD.md"]
 CITED = re.compile(r"`((?:docs|bench|Resources|Testing|X2BRLib|scripts)/[^`\s]+)`")
 

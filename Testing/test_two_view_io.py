@@ -258,7 +258,7 @@ def test_the_command_says_one_line_and_writes_nothing_for_a_bad_pair(tmp_path, s
 
 
 def test_a_pair_reconstructs_with_the_shipped_two_view_model(tmp_path, sample_patient):
-    """No --weights with --lateral: the shipped two-view weights (X2B v7) read both films; the report
+    """No --weights with --lateral: the shipped two-view weights (X2B v6) read both films; the report
     names both views and the model; fast quality keeps it short on 2 cores."""
     lat = _write_lateral(tmp_path / "lat.dcm", sample_patient)
     rc, out = _run(tmp_path, PA_FILM, "--lateral", lat, "--quality", "fast")

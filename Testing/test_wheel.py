@@ -19,9 +19,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_FILES = ["setup.py", "pyproject.toml", "README.md", "LICENSE"]
-SHIPPED = ["Models/x2b/model.pt", "Models/x2b/model.json", "Models/x2b_v7/model.pt", "Models/x2b_v7/model.json", "Models/yolo/model.pt", "Models/yolo/model.json",
+SHIPPED = ["Models/x2b/model.pt", "Models/x2b/model.json", "Models/x2b_v6/model.pt", "Models/yolo/model.pt", "Models/yolo/model.json",
            "Template/skeleton_template.npz", "Template/skeleton_template.json", "SampleData/sample_radiograph.dcm"]
-MAX_WHEEL_MB = 30  # the weights are about 25 MB (v4, the two-view default v7, the detector)
+MAX_WHEEL_MB = 30  # the weights are about 25 MB (v4, the two-view v6, the detector)
 
 
 def _run(cmd, **kw):
@@ -72,5 +72,5 @@ def test_the_installed_x2br_reconstructs_the_sample_outside_the_repository(insta
     line = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not line["failed"] and line["reconstructed"][0]["bones_found"] >= 40
     report = json.loads((work / "out" / "report.json").read_text())
-    shipped_record = json.loads((site / "X2BRLib" / "Resources" / "Models" / "x2b_v7" / "model.json").read_text())
+    shipped_record = json.loads((site / "X2BRLib" / "Resources" / "Models" / "x2b" / "model.json").read_text())
     assert report["model"]["sha256"] == shipped_record["sha256"]

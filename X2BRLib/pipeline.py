@@ -23,11 +23,13 @@ from .io.radiograph import Radiograph, read_radiograph, to_network_input
 from .shipped import resource
 
 REPO = Path(__file__).resolve().parents[1]
-# X2B v7 (its card: four patients, no non-commercial term, one or two views): one film and a PA + lateral
-# pair alike. v4 (Resources/Models/x2b: one patient, one view) stays as the one-view reference.
-DEFAULT_WEIGHTS = resource("Models", "x2b_v7")
-DEFAULT_TWO_VIEW_WEIGHTS = DEFAULT_WEIGHTS  # with a lateral film and no --weights
-ONE_VIEW_WEIGHTS = resource("Models", "x2b")
+DEFAULT_WEIGHTS = resource("Models", "x2b")
+ONE_VIEW_WEIGHTS = DEFAULT_WEIGHTS  # X2B v4: one patient, one view
+# with a lateral film and no --weights: the shipped two-view model (its card: trained on five patients, one of
+# them under CC BY-NC 4.0; the one-film default stays the model whose data carry no non-commercial term).
+# X2B v7 (four patients without that term) was measured and not shipped: too much bone on real films
+# (docs/training/x2b_v7_people/MODEL_CARD_v7.md).
+DEFAULT_TWO_VIEW_WEIGHTS = resource("Models", "x2b_v6")
 
 # MISE settings per quality: start fine enough that ribs (8-12 mm) are not lost.
 QUALITY = {

@@ -18,7 +18,8 @@ whether its boxes are right.
 forced so that every film gets a number) and compare each bone's projected box
 (``builder.bone_boxes`` of the label volume through the film's geometry) with the detector's
 box of that bone on the same network image: box IoU per bone found by both, the film's mean,
-and the share of those bones with IoU >= 0.5.
+and the share of those bones with IoU >= 0.5; and the total bone volume (issue 14: a plausible adult
+skeleton holds 700-2,500 ml) and the skeleton's depth front to back (2nd to 98th percentile of its voxels).
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -65,8 +68,11 @@ def x2b_agreement(recon, det, path, conf: float) -> dict:
                                                               rec.geometry)}
     found = {d.label: d.box_px for d in det.detect(rec.image, conf=conf)}
     ious = [box_iou(projected[k], found[k]) for k in sorted(set(projected) & set(found))]
+    ys = rec.origin_lps_mm[1] + rec.spacing_mm[1] * np.nonzero(rec.labels_xyz)[1]  # LPS y: front to back
+    depth = float(np.percentile(ys, 98) - np.percentile(ys, 2)) if ys.size else 0.0
     return {"x2b_bones_compared": len(ious), "x2b_mean_box_iou": float(statistics.mean(ious)) if ious else 0.0,
-            "x2b_share_iou_0.5": float(sum(i >= 0.5 for i in ious) / len(ious)) if ious else 0.0}
+            "x2b_share_iou_0.5": float(sum(i >= 0.5 for i in ious) / len(ious)) if ious else 0.0,
+            "x2b_volume_ml": float(sum(rec.bone_volumes_ml().values())), "x2b_depth_mm": depth}
 
 
 def main(argv=None) -> int:
@@ -128,13 +134,20 @@ def main(argv=None) -> int:
                 warnings.simplefilter("ignore")
                 row.update(x2b_agreement(recon, det, path, args.conf))
             print(f"{'':42s} X2B vs detector: {row['x2b_bones_compared']} bones, mean box IoU "
-                  f"{row['x2b_mean_box_iou']:.3f}, IoU >= 0.5 on {row['x2b_share_iou_0.5']:.0%}")
+                  f"{row['x2b_mean_box_iou']:.3f}, IoU >= 0.5 on {row['x2b_share_iou_0.5']:.0%}; "
+                  f"bone volume {row['x2b_volume_ml']:.0f} ml, depth {row['x2b_depth_mm']:.0f} mm")
     if not rows:
         print("no frontal film read")
         return 1
     if recon is not None:
         ious = [r["x2b_mean_box_iou"] for r in rows if r.get("x2b_bones_compared")]
         print(f"X2B vs detector: mean over films of the mean box IoU {statistics.mean(ious):.3f} ({len(ious)} films)")
+        adults = [r for r in rows if r["adult"] and "x2b_volume_ml" in r]
+        vols = [r["x2b_volume_ml"] for r in adults]
+        print(f"X2B on {len(adults)} adult films: bone volume median {statistics.median(vols):.0f} ml "
+              f"(range {min(vols):.0f}-{max(vols):.0f}; outside 700-2500 ml on "
+              f"{sum(not 700 <= v <= 2500 for v in vols)}), depth (2-98 %) median "
+              f"{statistics.median(r['x2b_depth_mm'] for r in adults):.0f} mm")
     summary = {}
     for label, sel in (("all frontal", rows), ("adult frontal", [r for r in rows if r["adult"]])):
         if sel:

@@ -5,8 +5,7 @@
 # `reconstruct --lateral-offset auto` does) or not (none), on the same films. CPU, in parts of 5 cases
 # (one per patient) so a partial run is usable; a part already written is kept. v6 SAW these patients
 # in training (not these cases: test seeds): the comparison placed vs not is fair on the same films,
-# the absolute IoU is not a held-out score. WEIGHTS (default: the shipped two-view model; the committed
-# results were made with v6, retired on 2026-12-01: docs/training/x2b_v6_twoview/MODEL_CARD_v6.md).
+# the absolute IoU is not a held-out score. WEIGHTS: default the shipped two-view model (v6).
 #   bash scripts/cpu_pair_offset_iou.sh DATA OUT [PARTS]   (PARTS: first cases of the parts, default "0 5"; "": merge and summarise only)
 # DATA: x2br build-dataset --prepared .prepared --lateral --train 0 --val 0 --test 15 --points 1024
 #       --image-size 256 --voxel-mm 2 -o DATA
@@ -17,7 +16,7 @@ mkdir -p "$OUT"
 for F in $PARTS; do for D in 20 0 10; do for P in none auto; do
   out=$OUT/off${D}_${P}_f${F}.json
   [ -f "$out" ] && continue
-  OMP_NUM_THREADS=2 python3 -m X2BRLib.cli evaluate --data "$DATA" --weights "${WEIGHTS:-Resources/Models/x2b_v7}" --device cpu \
+  OMP_NUM_THREADS=2 python3 -m X2BRLib.cli evaluate --data "$DATA" --weights "${WEIGHTS:-Resources/Models/x2b_v6}" --device cpu \
     --views pa+lat --no-baseline --first-case "$F" --max-cases 5 --place-lateral $P --lateral-offset-mm $D \
     -o "$out" > "${out%.json}.log" 2>&1 || tail -2 "${out%.json}.log"
 done; done; done

