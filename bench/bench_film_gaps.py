@@ -119,15 +119,9 @@ def dataset_rows(root: Path, stats) -> dict:
     return {f"dataset: {k} ({len(v)})": v for k, v in groups.items() if v}
 
 
-def _iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / max((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter, 1e-9)
-
-
 def main(argv=None) -> int:
     from bench_film_stats import COLUMNS, stats
+    from bench_real_pairs import box_iou
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--films", help="the shared gallery (its frontal films' statistics)")
@@ -168,7 +162,7 @@ def main(argv=None) -> int:
                 truth = {int(r[0]): r[1:] for r in boxes}
                 d = [x for x in det.detect(img, conf=0.25) if x.label in truth]
                 found.append(len(d))
-                matched.append(sum(_iou(x.box_px, truth[x.label]) >= 0.5 for x in d))
+                matched.append(sum(box_iou(x.box_px, truth[x.label]) >= 0.5 for x in d))
                 present.append(len(truth))
             per = ", ".join(f"{f}/{p} ({m})" for f, m, p in zip(found, matched, present))
             print(f"{name}: mean found {np.mean(found):.1f} of {np.mean(present):.1f} (IoU >= 0.5: "

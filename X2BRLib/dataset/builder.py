@@ -60,6 +60,8 @@ SPLIT_ID = {"train": 0, "val": 1, "test": 2}
 # a bone with under half its projected voxels on the film gets no box ("mostly outside": framed
 # films cut bones at the field's edge; before version 6 every bone with >= 2 px on the film had one)
 BOX_MIN_INSIDE = 0.5
+# settings a manifest records only when they differ from these (older manifests stay valid as they are)
+OPTIONAL_SETTINGS = (("blend", 0.0), ("lateral", False), ("framing", 0.0))
 
 
 @dataclass
@@ -396,9 +398,7 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
                 "n_points": cfg.n_points, "surface_sigma_mm": cfg.surface_sigma_mm, "seed": cfg.seed,
                 "drr_step_mm": cfg.drr_step_mm, "patients": sorted(sources),
                 "test_patients": sorted(set(cfg.test_patients)),
-                **({"blend": cfg.blend} if cfg.blend > 0 else {}),
-                **({"lateral": True} if cfg.lateral else {}),
-                **({"framing": cfg.framing} if cfg.framing > 0 else {})}
+                **{k: getattr(cfg, k) for k, off in OPTIONAL_SETTINGS if getattr(cfg, k) != off}}
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         if old.get("derived_from"):
@@ -407,12 +407,8 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
             old["patients"] = settings["patients"] if len(sources) == 1 else None
             old["test_patients"] = []
         clash = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-        if old.get("blend", 0) != cfg.blend:
-            clash["blend"] = (old.get("blend", 0), cfg.blend)
-        if old.get("framing", 0) != cfg.framing:
-            clash["framing"] = (old.get("framing", 0), cfg.framing)
-        if bool(old.get("lateral", False)) != cfg.lateral:
-            clash["lateral"] = (bool(old.get("lateral", False)), cfg.lateral)
+        clash.update({k: (old.get(k, off), getattr(cfg, k)) for k, off in OPTIONAL_SETTINGS
+                      if old.get(k, off) != getattr(cfg, k)})
         if clash:
             raise ValueError(f"{root} holds a dataset built with other settings {clash}; "
                              "choose another output folder")

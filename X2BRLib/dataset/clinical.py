@@ -140,8 +140,7 @@ def sample_clinical(rng: np.random.Generator, view: str, gaps: bool = True) -> C
         if name in GAP_EFFECTS:
             continue
         on = rng.uniform() < p
-        vals = {k: (int(rng.integers(lo, hi + 1)) if isinstance(lo, int) else float(rng.uniform(lo, hi)))
-                for k, (lo, hi) in ranges.items()}
+        vals = _uniform_values(rng, ranges)
         if name == "dose":
             vals["gain"] = float(np.exp(rng.uniform(*np.log(ranges["gain"]))))
         if name == "portable":
@@ -176,13 +175,18 @@ def _sample_gaps(cp: ClinicalParams, view: str) -> None:
     for name in GAP_EFFECTS:
         p, ranges = CLINICAL_RANGES[name]
         on = rng.uniform() < p
-        vals = {k: (int(rng.integers(lo, hi + 1)) if isinstance(lo, int) else float(rng.uniform(lo, hi)))
-                for k, (lo, hi) in ranges.items()}
+        vals = _uniform_values(rng, ranges)
         if name == "flat":  # leads drawn dark with DARK_LEADS: so they show on the gallery's flat film
             vals["dark_leads"] = bool(rng.uniform() < DARK_LEADS)
         if view not in ("PA", "AP") or (name == "flat" and not cp.portable):
             on = False
         setattr(cp, name, vals if on else None)
+
+
+def _uniform_values(rng: np.random.Generator, ranges: dict) -> dict:
+    """Each parameter uniform in its (lo, hi): integers when lo is one (inclusive), else floats."""
+    return {k: (int(rng.integers(lo, hi + 1)) if isinstance(lo, int) else float(rng.uniform(lo, hi)))
+            for k, (lo, hi) in ranges.items()}
 
 
 def sample_clinical_effects(rng: np.random.Generator, names) -> dict:
