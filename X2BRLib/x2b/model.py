@@ -21,7 +21,10 @@ encoder reads each film; each query point is projected into each view with that
 view's camera and the pixel-aligned features (and the global codes) of the views a
 case has are fused (``fusion``: "mean", elementwise "max", or "concat": the lateral's
 features get their own projections ``fc_clat``/``fc_glat``, added to the PA ones, so the
-decoder knows which view saw what; the same as concatenating them); ``has_lat`` (B,)
+decoder knows which view saw what; the same as concatenating them; or "attn": per point and
+per feature level, weights over the views from a small scorer of each view's features and
+in-view flag, softmax across the views, so a view that sees a point badly counts less; the
+global codes are averaged); ``has_lat`` (B,)
 float, 1 where the case has a lateral, masks it per case. The lateral also adds
 ``has_lat * fc_lat(in-view flag of the lateral)`` to the decoder's input (its bias
 is the learned "lateral present" embedding). With has_lat = 0 (or no lateral
@@ -46,7 +49,7 @@ import torch.nn.functional as F
 from ..anatomy import NUM_CLASSES
 from ..geometry import project_points, uv_to_grid_sample
 
-FUSIONS = ("mean", "max", "concat")
+FUSIONS = ("mean", "max", "concat", "attn")
 VARIANTS = {"atto": "convnext_atto", "femto": "convnext_femto", "pico": "convnext_pico"}
 
 
@@ -89,7 +92,7 @@ class X2BNet(nn.Module):
         sampled like the encoder levels; 0 = none). ConvNeXt's finest level has
         stride 4 (about 6 mm on a 256 px chest film), coarser than a rib is tall.
     views: 1 (a PA film) or 2 (PA, optionally with a lateral film; see the module doc).
-    fusion: how the views' features are fused when views == 2: "mean", "max" or "concat".
+    fusion: how the views' features are fused when views == 2: "mean", "max", "concat" or "attn".
     ``self.config`` holds these kwargs (the weights record stores them).
     """
 
@@ -132,6 +135,11 @@ class X2BNet(nn.Module):
         if self.views == 2 and fusion == "concat":  # the lateral's own feature and global-code projections
             self.fc_clat = nn.Linear(c_dim, hidden * n_blocks)
             self.fc_glat = nn.Linear(hidden, hidden)
+        # attn: one weight per feature level (and the hires branch) per view, from its features + in-view flag
+        self.groups = [feat_dim] * len(chans) + ([int(hires)] if hires else [])
+        if self.views == 2 and fusion == "attn":
+            self.att = nn.Sequential(nn.Linear(c_dim + 1, hidden // 2), nn.ReLU(),
+                                     nn.Linear(hidden // 2, len(self.groups)))
 
     # ------------------------------------------------------------------ encoder
     def encode(self, image: torch.Tensor):
@@ -173,6 +181,19 @@ class X2BNet(nn.Module):
             return torch.where(h > 0, torch.maximum(a, b), a)
         return (a + h * b) / (1 + h)
 
+    def _attend(self, c, inview, c_lat, inview_lat, has) -> torch.Tensor:
+        """Attention fusion of per-point features c, c_lat (B, C, N) with in-view flags (B, N, 1):
+        per point and feature group, softmax over the views of the scorer's outputs; the lateral's
+        score is -inf where ``has`` (B,) is 0, so those cases get exactly ``c``. A zero last layer
+        (as grow_from sets it) weighs both views 0.5: mean fusion."""
+        s = torch.stack([self.att(torch.cat([x.transpose(1, 2), f], -1))
+                         for x, f in ((c, inview), (c_lat, inview_lat))])  # (2, B, N, G)
+        off = torch.full_like(s[1], float("-inf"))
+        s = torch.stack([s[0], torch.where(has.reshape(-1, 1, 1) > 0, s[1], off)])
+        w = torch.softmax(s, 0).repeat_interleave(torch.tensor(self.groups, device=s.device), -1)
+        w = w.transpose(2, 3)  # (2, B, C, N)
+        return w[0] * c + w[1] * torch.nan_to_num(c_lat)
+
     def decode(self, feats, P: torch.Tensor, iso: torch.Tensor, points: torch.Tensor,
                box_scale=384.0, feats_lat=None, P_lat=None, has_lat=None) -> torch.Tensor:
         """Classify query points from an encoding.
@@ -201,7 +222,9 @@ class X2BNet(nn.Module):
                 has = (torch.ones(pts.shape[0], device=pts.device) if has_lat is None
                        else has_lat.float().reshape(-1))
                 c_lat, inview_lat, _ = self._sample(feats_lat[0], P_lat.float(), pts)
-                if self.fusion != "concat":
+                if self.fusion == "attn":
+                    c = self._attend(c, inview, c_lat, inview_lat, has)
+                elif self.fusion != "concat":
                     c = self._fuse(c, c_lat, has)
         c = c.transpose(1, 2).contiguous()  # (B, N, C): levels, then hires
         # the per-block feature projections as ONE matrix product (same weights, ~2x faster on CPU)
@@ -243,8 +266,9 @@ def grow_from(model: X2BNet, src: X2BNet) -> dict:
     feature, global-code and output projections zeroed), the branch's columns of the feature
     projections start at zero, the lateral's input ``fc_lat`` keeps its fresh initialisation
     (it is multiplied by has_lat), concat fusion's lateral projections ``fc_clat``/``fc_glat`` start
-    at zero (the pair starts as PA alone plus ``fc_lat``); all of it then learns. Two-view weights may
-    also change their fusion (mean <-> max <-> concat): PA alone stays exact (one view fused is
+    at zero (the pair starts as PA alone plus ``fc_lat``), attention's scorer ``att`` starts with its
+    last layer at zero (equal weights: mean fusion); all of it then learns. Two-view weights may
+    also change their fusion (mean <-> max <-> concat <-> attn): PA alone stays exact (one view fused is
     that view), the pair starts from the other fusion of the same features.
     Returns {key: (src value, model value)} of what grew or changed. ValueError naming the keys when
     the architectures differ otherwise, ``model`` has fewer blocks or views, or another branch width."""
@@ -270,8 +294,10 @@ def grow_from(model: X2BNet, src: X2BNet) -> dict:
                 v[:, :c_old] = old[k]
             elif k.startswith(("fc_c.", "fc_g.", "blocks.")) and ".fc_0." not in k:  # a new block
                 v.zero_()
-            elif k.startswith(("fc_clat.", "fc_glat.")):  # concat's lateral projections: off at first
-                v.zero_()
+            elif k.startswith(("fc_clat.", "fc_glat.", "att.2.")):  # concat's lateral projections: off at
+                v.zero_()  # first; attention's last layer: equal weights
+            elif k.startswith("att."):  # the scorer's first layer keeps its fresh initialisation
+                pass
             elif not k.startswith(("hires.", "blocks.", "fc_lat.")):
                 raise ValueError(f"cannot grow: no source for {k}")
     default = {"views": 1}
