@@ -8,11 +8,12 @@ lateral bend of up to 10 mm, 14 in the test band) is far from that.
 A marked scoliosis is one or two lateral curves of the spine, each a ``cos^2`` bump of the
 lateral deviation ``D(z)`` along the body axis: ``apex_mm`` (20-50 mm, sign: LPS x, negative
 toward the patient's right) at vertebra ``apex_level`` (C7 0, T1 1, ..., T12 12, L1 13, beyond
-by the source's own level spacing), falling to zero ``half_levels`` above and below. ``C``: one
-curve; ``S``: a second one of opposite sign right below the first (``ratio`` 0.6-1 of its
-deviation and of its length, so both curves' Cobb angles are alike). Cobb angle of a curve
-(between its most tilted vertebrae, where the bump's slope is steepest): ``2 atan(pi A / 2h)``,
-``h`` the half-length in mm; recorded per curve.
+by the source's own level spacing), falling to zero a half-length ``h`` above and below. The
+Cobb angle of a curve (between its most tilted vertebrae, where the bump is steepest) is
+``2 atan(pi A / 2h)``: ``h`` follows from the drawn ``apex_mm`` and ``cobb_deg`` (25-60 deg),
+kept within ``HALF_LEVELS`` (4-7 levels) of the source's spine, so the Cobb angle made may differ
+from the one drawn (recorded per curve by ``Spine.describe``). ``C``: one curve; ``S``: a second
+one of opposite sign right below the first, ``ratio`` (0.6-1) of its deviation and length.
 
 The warp (a backward map, in the virtual patient's frame relative to the anchor, right after the
 mild curvature of ``AnatomySource.warp``), at a point whose axial offset from the displaced spine
@@ -44,14 +45,14 @@ import torch
 SCOLIOSIS_STREAM = 4  # the case stream [seed, split, index, 4]; 1: blend, 2: lateral, 3: framing
 SCOLIOSIS_RANGES = {
     "apex_mm": (20.0, 50.0),       # the main curve's apex deviation (side drawn)
+    "cobb_deg": (25.0, 60.0),      # the main curve's Cobb angle, before HALF_LEVELS bounds its length
     "apex_level_C": (6.0, 10.0),   # C: a thoracic or thoracolumbar curve, apex T6-T10
-    "half_levels_C": (5.5, 8.0),
     "apex_level_S": (5.0, 7.5),    # S: a thoracic curve, apex T5-T7.5, and a lumbar one below
-    "half_levels_S": (4.0, 5.5),
     "ratio_S": (0.6, 1.0),         # the lower curve's deviation and length over the upper's
     "rotation_deg_per_mm": (0.3, 0.5),  # axial rotation per mm of deviation: 6-25 deg at the apex
 }
 S_SHARE = 0.5
+HALF_LEVELS = (4.0, 7.0)  # a curve's half-length in vertebral levels of the source
 LATERAL_FLOOR = 0.3
 LATERAL_SIGMA_MM = 80.0
 TILT_SIGMA_MM = 30.0
@@ -59,18 +60,16 @@ ROTATION_SIGMA_MM = 100.0
 
 
 def sample_scoliosis(rng: np.random.Generator) -> dict:
-    """One marked scoliosis: {"shape", "curves": [{"apex_mm", "apex_level", "half_levels"}],
+    """One marked scoliosis: {"shape", "apex_mm", "apex_level", "cobb_deg", "ratio" (S; C: 0),
     "rotation_deg_per_mm"} drawn from SCOLIOSIS_RANGES."""
     r = SCOLIOSIS_RANGES
     shape = "S" if rng.uniform() < S_SHARE else "C"
-    apex = float(rng.choice([-1.0, 1.0]) * rng.uniform(*r["apex_mm"]))
-    level = float(rng.uniform(*r[f"apex_level_{shape}"]))
-    half = float(rng.uniform(*r[f"half_levels_{shape}"]))
-    curves = [{"apex_mm": apex, "apex_level": level, "half_levels": half}]
-    if shape == "S":
-        k = float(rng.uniform(*r["ratio_S"]))
-        curves.append({"apex_mm": -k * apex, "apex_level": level + half + k * half, "half_levels": k * half})
-    return {"shape": shape, "curves": curves, "rotation_deg_per_mm": float(rng.uniform(*r["rotation_deg_per_mm"]))}
+    return {"shape": shape,
+            "apex_mm": float(rng.choice([-1.0, 1.0]) * rng.uniform(*r["apex_mm"])),
+            "apex_level": float(rng.uniform(*r[f"apex_level_{shape}"])),
+            "cobb_deg": float(rng.uniform(*r["cobb_deg"])),
+            "ratio": float(rng.uniform(*r["ratio_S"])) if shape == "S" else 0.0,
+            "rotation_deg_per_mm": float(rng.uniform(*r["rotation_deg_per_mm"]))}
 
 
 def draw_scoliosis(seed: int, split_id: int, index: int, probability: float) -> dict | None:
@@ -82,22 +81,29 @@ def draw_scoliosis(seed: int, split_id: int, index: int, probability: float) -> 
 
 
 class Spine:
-    """A source's spine: each catalog vertebra's centroid relative to the anchor (LPS mm)."""
+    """A source's spine from its vertebrae's centroids relative to the anchor (LPS mm): the z of
+    each level, the mm per level and a smooth axis (x, y) along z."""
 
     def __init__(self, layout: dict):
+        from scipy.ndimage import median_filter
+
         from .. import anatomy
 
         rows = sorted((b.order, layout[b.label]) for b in anatomy.group("vertebra") if b.label in layout)
         if len(rows) < 4:
             raise ValueError(f"a marked scoliosis needs the spine: {len(rows)} catalog vertebrae in the CT")
         self.levels = np.array([o for o, _ in rows], float)
-        self.xyz = np.array([c for _, c in rows], float)
-        # mm per level (positive), from the first to the last vertebra present
-        self.spacing = float((self.xyz[0, 2] - self.xyz[-1, 2]) / (self.levels[-1] - self.levels[0]))
+        xyz = np.array([c for _, c in rows], float)
+        self.z = xyz[:, 2]
+        # mm per level: the median step (a vertebra cut by the CT's field has its centroid off)
+        self.spacing = float(np.median(-np.diff(self.z) / np.diff(self.levels)))
+        # the axis: a quadratic in z through the vertebrae (median of three: one mislabelled is ignored)
+        smooth = median_filter(xyz[:, :2], size=(3, 1), mode="nearest")
+        self.fit = [np.polyfit(self.z, smooth[:, k], 2) for k in (0, 1)]
 
     def level_z(self, level: float) -> float:
         """z (relative to the anchor) of a vertebral level; beyond the CT's vertebrae by the spacing."""
-        lv, z = self.levels, self.xyz[:, 2]
+        lv, z = self.levels, self.z
         if level < lv[0]:
             return float(z[0] + (lv[0] - level) * self.spacing)
         if level > lv[-1]:
@@ -106,29 +112,33 @@ class Spine:
 
     def axis(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The spine axis (x, y) at heights z (constant beyond the end vertebrae)."""
-        order = np.argsort(self.xyz[:, 2])
-        zs = torch.tensor(self.xyz[order, 2], dtype=z.dtype, device=z.device)
-        out = []
-        for col in (0, 1):
-            vs = torch.tensor(self.xyz[order, col], dtype=z.dtype, device=z.device)
-            zc = z.clamp(zs[0], zs[-1])
-            i = torch.searchsorted(zs, zc).clamp(1, len(zs) - 1)
-            t = (zc - zs[i - 1]) / (zs[i] - zs[i - 1])
-            out.append(vs[i - 1] + t * (vs[i] - vs[i - 1]))
-        return out[0], out[1]
+        zc = z.clamp(float(self.z.min()), float(self.z.max()))
+        return tuple(c[0] * zc * zc + c[1] * zc + c[2] for c in self.fit)
 
     def curves(self, scoliosis: dict) -> list[tuple[float, float, float]]:
         """(apex deviation mm, apex z, half-length mm) of each curve."""
-        return [(c["apex_mm"], self.level_z(c["apex_level"]), c["half_levels"] * self.spacing)
-                for c in scoliosis["curves"]]
+        a = scoliosis["apex_mm"]
+        lo, hi = HALF_LEVELS[0] * self.spacing, HALF_LEVELS[1] * self.spacing
+        h = float(np.clip(math.pi * abs(a) / (2 * math.tan(math.radians(scoliosis["cobb_deg"]) / 2)), lo, hi))
+        z = self.level_z(scoliosis["apex_level"])
+        out = [(a, z, h)]
+        if scoliosis["shape"] == "S":
+            k = scoliosis["ratio"]
+            out.append((-k * a, z - h - k * h, k * h))
+        return out
 
     def describe(self, scoliosis: dict) -> dict:
-        """The scoliosis with each curve's Cobb angle and apex axial rotation (degrees) added."""
-        out = {**scoliosis, "curves": [dict(c) for c in scoliosis["curves"]]}
-        for c, (a, _, h) in zip(out["curves"], self.curves(scoliosis)):
-            c["cobb_deg"] = round(math.degrees(2 * math.atan(math.pi * abs(a) / (2 * h))), 1)
-            c["apex_rotation_deg"] = round(scoliosis["rotation_deg_per_mm"] * a, 1)
-        return out
+        """The scoliosis with what it makes of this spine: per curve the apex deviation and level,
+        the half-length (mm), the Cobb angle and the apex's axial rotation (degrees)."""
+        made = []
+        for a, z, h in self.curves(scoliosis):
+            level = self.levels[0] + (self.z[0] - z) / self.spacing if z > self.z[0] else \
+                self.levels[-1] + (self.z[-1] - z) / self.spacing if z < self.z[-1] else \
+                float(np.interp(-z, -self.z, self.levels))
+            made.append({"apex_mm": round(a, 1), "apex_level": round(float(level), 1), "half_mm": round(h, 1),
+                         "cobb_deg": round(math.degrees(2 * math.atan(math.pi * abs(a) / (2 * h))), 1),
+                         "apex_rotation_deg": round(scoliosis["rotation_deg_per_mm"] * a, 1)})
+        return {**scoliosis, "curves": made}
 
 
 def spine_of(src) -> Spine:
