@@ -11,9 +11,10 @@ toward the patient's right) at vertebra ``apex_level`` (C7 0, T1 1, ..., T12 12,
 by the source's own level spacing), falling to zero a half-length ``h`` above and below. The
 Cobb angle of a curve (between its most tilted vertebrae, where the bump is steepest) is
 ``2 atan(pi A / 2h)``: ``h`` follows from the drawn ``apex_mm`` and ``cobb_deg`` (25-60 deg),
-kept within ``HALF_LEVELS`` (4-7 levels) of the source's spine, so the Cobb angle made may differ
-from the one drawn (recorded per curve by ``Spine.describe``). ``C``: one curve; ``S``: a second
-one of opposite sign right below the first, ``ratio`` (0.6-1) of its deviation and length.
+kept within ``HALF_LEVELS`` (C 4-7, S 4-5.5 levels of the source's spine), so the Cobb angle made
+may differ from the one drawn (a large deviation on a short S curve: steeper; recorded per curve
+by ``Spine.describe``). ``C``: one curve; ``S``: a second one of opposite sign right below the
+first, ``ratio`` (0.6-0.9) of its deviation and length.
 
 The warp (a backward map, in the virtual patient's frame relative to the anchor, right after the
 mild curvature of ``AnatomySource.warp``), at a point whose axial offset from the displaced spine
@@ -48,11 +49,12 @@ SCOLIOSIS_RANGES = {
     "cobb_deg": (25.0, 60.0),      # the main curve's Cobb angle, before HALF_LEVELS bounds its length
     "apex_level_C": (6.0, 10.0),   # C: a thoracic or thoracolumbar curve, apex T6-T10
     "apex_level_S": (5.0, 7.5),    # S: a thoracic curve, apex T5-T7.5, and a lumbar one below
-    "ratio_S": (0.6, 1.0),         # the lower curve's deviation and length over the upper's
+    "ratio_S": (0.6, 0.9),         # the lower curve's deviation and length over the upper's
     "rotation_deg_per_mm": (0.3, 0.5),  # axial rotation per mm of deviation: 6-25 deg at the apex
 }
 S_SHARE = 0.5
-HALF_LEVELS = (4.0, 7.0)  # a curve's half-length in vertebral levels of the source
+HALF_LEVELS = {"C": (4.0, 7.0), "S": (4.0, 5.5)}  # a curve's half-length in levels of the source
+# (S: shorter, so that the lower curve's apex lies at the lumbar spine, levels 11.4-17.4)
 LATERAL_FLOOR = 0.3
 LATERAL_SIGMA_MM = 80.0
 TILT_SIGMA_MM = 30.0
@@ -118,7 +120,7 @@ class Spine:
     def curves(self, scoliosis: dict) -> list[tuple[float, float, float]]:
         """(apex deviation mm, apex z, half-length mm) of each curve."""
         a = scoliosis["apex_mm"]
-        lo, hi = HALF_LEVELS[0] * self.spacing, HALF_LEVELS[1] * self.spacing
+        lo, hi = (n * self.spacing for n in HALF_LEVELS[scoliosis["shape"]])
         h = float(np.clip(math.pi * abs(a) / (2 * math.tan(math.radians(scoliosis["cobb_deg"]) / 2)), lo, hi))
         z = self.level_z(scoliosis["apex_level"])
         out = [(a, z, h)]
