@@ -17,7 +17,8 @@ the same patient with a marked C or S shaped spine, scoliosis.py, rendered again
 bands), mean over films; for the gallery (``--films``), every frontal film and the film each
 effect answers (numbers only: the gallery stays out of git). ``--detector``: bones the shipped
 detector (or ``--weights``) finds at confidence >= 0.25 among those with a ground-truth box on
-the film (a framed film cuts some off), and boxes that overlap their truth (IoU >= 0.5).
+the film (a framed film cuts some off), and boxes that overlap their truth (IoU >= 0.5); the bones
+most often not found or misplaced.
 
 ``--dataset DS`` (a folder ``x2br build-dataset`` made; ``--prepared`` then optional): the same
 statistics over its frontal films as drawn, grouped by the new effects each case drew, with the
@@ -175,17 +176,26 @@ def main(argv=None) -> int:
         det = Detector(args.weights, device="cpu")
         print(f"\ndetector {det.info['sha256'][:12]}, confidence >= 0.25; per film: found of the bones "
               "with a box on the film (IoU >= 0.5 with the truth)")
+        from collections import Counter
+
+        from X2BRLib import anatomy
+
+        names = {b.label: b.name for b in anatomy.BONES}
         for name, fs in sim.items():
-            found, matched, present = [], [], []
+            found, matched, present, lost = [], [], [], Counter()
             for img, boxes in fs:
                 truth = {int(r[0]): r[1:] for r in boxes}
                 d = [x for x in det.detect(img, conf=0.25) if x.label in truth]
                 found.append(len(d))
-                matched.append(sum(box_iou(x.box_px, truth[x.label]) >= 0.5 for x in d))
+                placed = {x.label for x in d if box_iou(x.box_px, truth[x.label]) >= 0.5}
+                matched.append(len(placed))
                 present.append(len(truth))
+                lost.update(names[b] for b in truth if b not in placed)
             per = ", ".join(f"{f}/{p} ({m})" for f, m, p in zip(found, matched, present))
             print(f"{name}: mean found {np.mean(found):.1f} of {np.mean(present):.1f} (IoU >= 0.5: "
                   f"{np.mean(matched):.1f}), min {min(found)}; {per}")
+            print(f"  not found or IoU < 0.5 (films): " + (", ".join(f"{b} {n}" for b, n in lost.most_common(12))
+                                                          or "none"))
     return 0
 
 
