@@ -419,7 +419,7 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
         clash.update({k: (old.get(k, off), getattr(cfg, k)) for k, off in OPTIONAL_SETTINGS
                       if old.get(k, off) != getattr(cfg, k)})
         if clash:
-            raise ValueError(f"{root} holds a dataset built with other settings {clash}; "
+            raise InputError(f"{root} holds a dataset built with other settings {clash}; "
                              "choose another output folder")
     layouts = _layouts(sources, sorted(set(assignment.get("train", [])) | set(assignment.get("val", [])))) \
         if cfg.blend > 0 and len(sources) > 1 else {}
