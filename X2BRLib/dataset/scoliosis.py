@@ -86,14 +86,16 @@ class Spine:
     """A source's spine from its vertebrae's centroids relative to the anchor (LPS mm): the z of
     each level, the mm per level and a smooth axis (x, y) along z."""
 
-    def __init__(self, layout: dict):
+    def __init__(self, layout: dict, name: str = ""):
         from scipy.ndimage import median_filter
 
         from .. import anatomy
+        from ..errors import InputError
 
         rows = sorted((b.order, layout[b.label]) for b in anatomy.group("vertebra") if b.label in layout)
         if len(rows) < 4:
-            raise ValueError(f"a marked scoliosis needs the spine: {len(rows)} catalog vertebrae in the CT")
+            raise InputError(f"a marked scoliosis needs the spine: {len(rows)} catalog vertebrae in the CT "
+                             f"{name}".rstrip())
         self.levels = np.array([o for o, _ in rows], float)
         xyz = np.array([c for _, c in rows], float)
         self.z = xyz[:, 2]
@@ -146,7 +148,7 @@ class Spine:
 def spine_of(src) -> Spine:
     """The Spine of an AnatomySource, built once."""
     if getattr(src, "_spine", None) is None:
-        src._spine = Spine(src.layout)
+        src._spine = Spine(src.layout, src.name)
     return src._spine
 
 
