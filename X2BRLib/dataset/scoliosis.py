@@ -21,20 +21,24 @@ mild curvature of ``AnatomySource.warp``), at a point whose axial offset from th
 axis is ``(a, b)`` (``r`` its length):
 
 * lateral shift ``D(z)`` with weight ``LATERAL_FLOOR + (1 - LATERAL_FLOOR) exp(-r^2 / 2 s^2)``
-  (``s`` = ``LATERAL_SIGMA_MM``): the spine moves by the whole deviation, the chest wall far from it
-  by ``LATERAL_FLOOR`` of it (the hemithorax on the convex side narrows) and the ribs follow their vertebrae;
+  (``s`` = ``LATERAL_SIGMA_MM``): the spine moves by the whole deviation, the chest wall far from
+  it by ``LATERAL_FLOOR`` of it (the hemithorax on the convex side narrows), the ribs in between
+  toward their vertebra's side;
 * vertebral tilt: ``z`` moves by ``a sin(theta)`` (``tan theta = D'(z)``) within
   ``TILT_SIGMA_MM`` of the axis: each vertebra and the ribs' posterior ends turn with the curve
-  (the concave side's ribs crowd, the convex side's spread);
+  (beside the spine, the concave side is pressed together along z, the convex side spread);
 * axial rotation toward the convexity: ``rotation_deg_per_mm * D(z)`` about the spine axis, the
   angle fading with ``r`` (``ROTATION_SIGMA_MM``): the vertebral body turns toward the convex
   side, the spinous process toward the concave side, and the rib cage with them.
 
-The spine axis is the source's own: its vertebrae's centroids (``AnatomySource.layout``),
-interpolated along z. Everything that follows the warp (label map, DRR, occupancy samples,
+The spine axis is the source's own: a quadratic in z through its vertebrae's centroids
+(``AnatomySource.layout``; median of three neighbours first, so one mislabelled vertebra does
+not bend it). Everything that follows the warp (label map, DRR, occupancy samples,
 boxes) moves with it. Who gets it: ``x2br build-dataset --scoliosis P`` draws it for a share P of
 train and val cases (off by default; the test split never, so test numbers stay comparable), from
 the case's own stream ``[seed, split, index, 4]``: a case's other draws stay what they were.
+Measured against detector v3: ``bench/bench_film_gaps.py --effects scoliosis``
+(``bench/results/film_gaps_scoliosis_cpu.txt``).
 """
 from __future__ import annotations
 
