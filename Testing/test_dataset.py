@@ -96,7 +96,7 @@ def test_build_dataset_writes_shards_yolo_files_and_resumes(sample_ct_paths, tmp
     m2 = build_dataset(cfg, sample_ct_paths, log=lambda *_: None)
     assert m2["last_build"]["cases"] == 0
     assert (tmp_path / "ds" / "train" / "case_00000.npz").read_bytes() == first
-    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["version"] == 6  # 3: clinical film model; 4: bedside (portable) films; 5: their scatter capped; 6: v3 gaps
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["version"] == 7  # 3: clinical film model; 4: bedside (portable) films; 5: their scatter capped; 6: v3 gaps; 7: --scoliosis
 
 
 def test_a_dataset_folder_built_with_other_settings_is_not_mixed(sample_ct_paths, tmp_path):

@@ -210,7 +210,7 @@ def test_a_framed_dataset_records_its_framing_and_is_not_mixed_with_another(samp
     small = dict(image_size=48, gt_voxel_mm=6.0, n_points=512, drr_step_mm=3.0, progress=False)
     cfg = BuildConfig(out=str(tmp_path / "ds"), counts={"train": 2}, framing=1.0, **small)
     m = build_dataset(cfg, sample_ct_paths, log=lambda *_: None)
-    assert m["framing"] == 1.0 and m["version"] == 6
+    assert m["framing"] == 1.0 and m["version"] == 7
     lines = (tmp_path / "ds" / "yolo" / "labels" / "train" / "case_00000.txt").read_text().splitlines()
     for line in lines:  # clipped boxes stay on the film
         _, cx, cy, w, h = map(float, line.split())

@@ -48,7 +48,7 @@ def cmd_build_dataset(args) -> int:
                       seed=args.seed, workers=args.workers, device=args.device, progress=not args.no_progress,
                       test_patients=tuple(t for t in (args.test_patients or "").split(",") if t),
                       part=_part(args.part), blend=args.blend, lateral=args.lateral,
-                      framing=args.framing)
+                      framing=args.framing, scoliosis=args.scoliosis)
     manifest = build_dataset(cfg, sources_from_args(args), log=lambda m: print(m, file=sys.stderr))
     lb = manifest["last_build"]
     print(json.dumps({"output": str(Path(args.output).resolve()),
@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--framing", type=float, default=0.0, metavar="P",
                    help="probability that a train/val case's frontal film is magnified and off-centre, a side of "
                         "the chest cut off (X2BRLib/dataset/framing.py; for detector training)")
+    s.add_argument("--scoliosis", type=float, default=0.0, metavar="P",
+                   help="probability that a train/val case's spine is C or S shaped, 20-50 mm apex deviation, "
+                        "vertebrae rotated, ribs following (X2BRLib/dataset/scoliosis.py; for detector training)")
     s.add_argument("--lateral", action="store_true",
                    help="also render a lateral film (LL or RL) of every case: image_lat, geometry_lat, boxes_lat "
                         "(X2BRLib/dataset/lateral.py)")

@@ -55,13 +55,13 @@ from ..io.ct import LabelledCT
 from .film import default_film, develop, sample_film
 from .virtual import AnatomySource, identity_variation, sample_variation
 
-DATASET_VERSION = 6  # 2: DRR integrates the whole body (no clipping at the detector plane); 3: clinical film model; 4: bedside (portable) films; 5: their scatter capped (SPR 0.1-1.0, was 0.2-2.0); 6: detector v3's gaps: flat portable films under dense leads, spinal implants, --framing, boxes of bones mostly off the film dropped
+DATASET_VERSION = 7  # 2: DRR integrates the whole body (no clipping at the detector plane); 3: clinical film model; 4: bedside (portable) films; 5: their scatter capped (SPR 0.1-1.0, was 0.2-2.0); 6: detector v3's gaps: flat portable films under dense leads, spinal implants, --framing, boxes of bones mostly off the film dropped; 7: --scoliosis
 SPLIT_ID = {"train": 0, "val": 1, "test": 2}
 # a bone with under half its projected voxels on the film gets no box ("mostly outside": framed
 # films cut bones at the field's edge; before version 6 every bone with >= 2 px on the film had one)
 BOX_MIN_INSIDE = 0.5
 # settings a manifest records only when they differ from these (older manifests stay valid as they are)
-OPTIONAL_SETTINGS = (("blend", 0.0), ("lateral", False), ("framing", 0.0))
+OPTIONAL_SETTINGS = (("blend", 0.0), ("lateral", False), ("framing", 0.0), ("scoliosis", 0.0))
 
 
 @dataclass
@@ -86,6 +86,7 @@ class BuildConfig:
     blend: float = 0.0    # probability that a train/val case moves toward another patient (blend.py)
     lateral: bool = False  # also render each case's lateral film (lateral.py)
     framing: float = 0.0  # probability that a train/val case's frontal film is magnified and off-centre (framing.py)
+    scoliosis: float = 0.0  # probability that a train/val case's spine is C or S shaped (scoliosis.py)
 
 
 def case_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -110,6 +111,14 @@ def make_case(src: AnatomySource, cfg: BuildConfig, split: str, index: int, clea
         toward, t = draw_toward(np.random.default_rng([cfg.seed, SPLIT_ID[split], index, 1]), src.name,
                                 src.others, cfg.blend)
         params = replace(params, toward=toward, toward_t=t)
+    if cfg.scoliosis > 0 and split != "test" and not clean:
+        from dataclasses import replace
+
+        from .scoliosis import draw_scoliosis, spine_of
+
+        marked = draw_scoliosis(cfg.seed, SPLIT_ID[split], index, cfg.scoliosis)
+        if marked:
+            params = replace(params, marked_scoliosis=spine_of(src).describe(marked))
     # flat films and implants (dataset version 6) for train and val: test films stay what version 5 drew
     film = default_film("PA") if clean else sample_film(rng, gaps=split != "test")
     if cfg.framing > 0 and split != "test" and not clean:
@@ -410,7 +419,7 @@ def build_dataset(cfg: BuildConfig, ct_paths, log=print) -> dict:
         clash.update({k: (old.get(k, off), getattr(cfg, k)) for k, off in OPTIONAL_SETTINGS
                       if old.get(k, off) != getattr(cfg, k)})
         if clash:
-            raise ValueError(f"{root} holds a dataset built with other settings {clash}; "
+            raise InputError(f"{root} holds a dataset built with other settings {clash}; "
                              "choose another output folder")
     layouts = _layouts(sources, sorted(set(assignment.get("train", [])) | set(assignment.get("val", [])))) \
         if cfg.blend > 0 and len(sources) > 1 else {}

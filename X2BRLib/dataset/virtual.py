@@ -14,7 +14,9 @@ Variation, in the order the forward model applies it to the anatomy
 2. breathing: every rib rotates about the left-right axis through its
    posterior (costovertebral) end, more for lower ribs ("pump handle");
 3. spine curvature: lateral (scoliosis-like) and sagittal (kyphosis-like)
-   bending that shifts each axial level;
+   bending that shifts each axial level; with ``marked_scoliosis`` (drawn only by
+   ``build-dataset --scoliosis P``) a C or S shaped spine with tilted and rotated
+   vertebrae whose rib cage follows (scoliosis.py);
 4. smooth elastic deformation: a random displacement field on a coarse grid,
    interpolated trilinearly;
 5. global size and aspect: scale along LR, AP, SI;
@@ -92,9 +94,13 @@ class VariationParams:
     bone_density: float
     toward: str = ""        # another patient whose bone layout this one moves toward (blend.py)
     toward_t: float = 0.0   # how far: 0 none, 1 that patient's layout
+    marked_scoliosis: dict | None = None  # scoliosis.py: a C or S shaped spine; None: none
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["marked_scoliosis"] is None:  # absent when off: such a case's params are what version 6 wrote
+            del d["marked_scoliosis"]
+        return d
 
 
 def _u(rng, key, held_out=False):
@@ -237,6 +243,10 @@ class AnatomySource:
         p = p.clone()
         p[:, 0] -= params.scoliosis_mm * torch.sin(math.pi * 0.5 * zr.clamp(-2, 2))
         p[:, 1] -= params.kyphosis_mm * (zr.clamp(-2, 2) ** 2 - 0.33)
+        if params.marked_scoliosis:
+            from .scoliosis import spine_of, unbend
+
+            p = unbend(p, spine_of(self), params.marked_scoliosis)
         p = p + torch.tensor(self.anchor, dtype=torch.float32, device=self.device)
         # elastic field, defined over the CT's bounds
         if params.elastic_mm > 0:
