@@ -79,3 +79,20 @@ def test_reconstruct_refuses_noise_with_one_line_and_writes_nothing(tmp_path, ca
     lines = [ln for ln in err.err.splitlines() if ln.startswith("x2br: error:")]
     assert len(lines) == 1 and "not a frontal chest radiograph" in lines[0]
     assert json.loads(err.out.strip().splitlines()[-1])["failed"] and not out.exists()
+
+
+def test_a_png_stored_as_its_negative_is_read_as_the_negative_with_a_warning(detector, tmp_path):
+    """A PNG does not say which way its grey values run: the sample film saved bone-dark is read
+    as its negative (the detector finds its bones there), saved bone-bright as it is."""
+    film = np.uint8(np.round(read_radiograph(SAMPLE_FILM).image * 255))
+    pos = read_radiograph(_png(tmp_path / "film.png", film), default_spacing_mm=None, view="PA")
+    neg = read_radiograph(_png(tmp_path / "negative.png", 255 - film), default_spacing_mm=None, view="PA")
+    out_pos, dets_pos = check_and_scale(pos, detector)
+    out_neg, dets_neg = check_and_scale(neg, detector)
+    assert "polarity" not in out_pos.meta  # 40 or more bones as stored: not in question
+    record = out_neg.meta["polarity"]
+    assert record["read_as"] == "negative" and record["bones_as_stored"] < 20 <= 40 <= record["bones_as_negative"]
+    assert any("negative" in w for w in out_neg.warnings)
+    assert np.allclose(out_neg.image, out_pos.image, atol=2 / 255)  # what the networks get: the film
+    assert abs(out_neg.meta["scale"]["spacing_mm"][0] / out_pos.meta["scale"]["spacing_mm"][0] - 1) < 0.02
+    assert not out_neg.meta["film_check"]["warnings"]

@@ -179,16 +179,21 @@ def check_film(size_px, net_image, detections, force: bool = False, path=None) -
 
 def check_and_scale(radiograph, detector, pixel_spacing_mm=None, force: bool = False):
     """The checks before a reconstruction: detect the bones on the film as the networks see it,
-    refuse what is not a chest film (unless ``force``), choose the pixel spacing
+    read a film stored as its negative as that (:mod:`X2BRLib.polarity`), refuse what is not a
+    chest film (unless ``force``), choose the pixel spacing
     (:func:`X2BRLib.scale.resolve`). Returns (radiograph with that spacing, its meta holding
     'film_check' and 'scale' and its warnings what was assumed; detections)."""
     from dataclasses import replace
 
-    from . import scale
+    from . import polarity, scale
     from .io.radiograph import to_network_input
 
-    image, geom = to_network_input(radiograph, (detector.imgsz, detector.imgsz))
-    dets = detector.detect(image, conf=REFUSE_BELOW_CONFIDENCE)
+    def detect(rad):
+        image, geom = to_network_input(rad, (detector.imgsz, detector.imgsz))
+        return detector.detect(image, conf=REFUSE_BELOW_CONFIDENCE), image, geom
+
+    # a PNG / JPEG stored as its negative is read as the negative (polarity.py)
+    radiograph, dets, image, geom, _ = polarity.choose(radiograph, detect)
     check = check_film(radiograph.geometry.size_px, image, dets, force=force, path=radiograph.path)
     radiograph = replace(radiograph, meta={**radiograph.meta, "film_check": check},
                          warnings=list(radiograph.warnings) + check["warnings"])

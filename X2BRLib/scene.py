@@ -158,9 +158,9 @@ def _channels_differ(image) -> bool:
     from vtkmodules.util import numpy_support
 
     arr = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
-    rgb = arr[:: max(1, len(arr) // 1_000_000), :3].astype(np.float32)  # up to ~1 M pixels
-    spread = float(np.ptp(rgb)) if rgb.size else 0.0
-    return bool(rgb.size) and float(np.abs(rgb - rgb[:, :1]).max()) > 0.01 * max(spread, 1e-12)
+    from .io.radiograph import looks_coloured
+
+    return looks_coloured(arr[:: max(1, len(arr) // 1_000_000), :3])  # up to ~1 M pixels
 
 
 def film_array(volume_node) -> np.ndarray:

@@ -18,7 +18,8 @@ with the shipped detector (no ``--force``):
 thresholds were read off the images above): the other images bundled with scikit-image (photographs,
 micrographs, text, textures, a phantom; colour ones saved as colour PNGs) and other slices of the same
 CTs (sagittal, coronal in front of and behind the middle, axial above and below it). A colour
-image the film check passes but the reader warns about ("colour image ...") counts as warned.
+image the film check passes but the reader warns about ("colour image ...") counts as warned; an
+image read as its negative (``X2BRLib.polarity``, always with a warning) is marked so.
 
 For each image: verdict (refused / warned / ok), aspect, neighbour correlation, bones found
 at confidence >= 0.1 and >= 0.25, the layout residual and the ribs' side separation
@@ -159,6 +160,8 @@ def main(argv=None) -> int:
                     verdict = "warned" if fc["warnings"] else "ok"
                     if verdict == "ok" and any("colour image" in w for w in rad.warnings):
                         verdict = "warned by the reader (colour)"  # the user sees that line too
+                    if (out.meta.get("polarity") or {}).get("read_as") == "negative":
+                        verdict = ("warned" if verdict == "ok" else verdict) + " (read as its negative: a warning)"
                 cells = [f"{fc['aspect']:.2f}", f"{fc['neighbour_correlation']:.3f}", str(fc["bones_conf_0.1"]),
                          str(fc["bones_conf_0.25"]),
                          "" if fc.get("layout_residual_mm") is None else f"{fc['layout_residual_mm']:.1f}",

@@ -7,7 +7,8 @@ detector finds on every frontal film (issue 14: aim >= 40 of 45 on each adult on
 
 Every file of ``--films`` whose name does not end in ``_lat`` (lateral films are left out) is
 read as a user's file (``read_radiograph``) and given to ``Detector.detect_radiograph`` (the
-network image of ``to_network_input``, at most one box per bone, confidence >= ``--conf``).
+network image of ``to_network_input``, at most one box per bone, confidence >= ``--conf``), as
+the pipeline does: a PNG / JPEG stored as its negative is read as that (``X2BRLib.polarity``).
 Prints one line per film (bones found at --conf and at 0.1, the bone groups missing at --conf)
 and the mean and minimum over all frontal films and over the adult ones; ``--children``
 names the files that are not adults (default: the three SOURCES.md of the shared gallery
@@ -95,6 +96,8 @@ def main(argv=None) -> int:
     from X2BRLib import anatomy
     from X2BRLib.detect.detector import Detector
     from X2BRLib.errors import X2BRError
+    from X2BRLib.io.radiograph import read_radiograph
+    from X2BRLib.polarity import choose
 
     det = Detector(args.weights, device=args.device,
                    test_time=tuple(args.test_time.split(",")) if args.test_time else False)
@@ -114,7 +117,8 @@ def main(argv=None) -> int:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                found, _, _ = det.detect_radiograph(path, conf=0.1)
+                rad, found, _, _, pol = choose(read_radiograph(path, default_spacing_mm=None),
+                                               lambda r: det.detect_radiograph(r, conf=0.1))
         except X2BRError as e:
             print(f"{path.name:42s} not read: {e}")
             continue
@@ -124,11 +128,13 @@ def main(argv=None) -> int:
         for lab in missing:
             miss_groups[group(names[lab])] = miss_groups.get(group(names[lab]), 0) + 1
         row = {"film": path.name, "adult": stem not in args.children, "found": len(at_conf),
-               "found_conf_0.1": len(found), "missing": [names[m] for m in missing]}
+               "found_conf_0.1": len(found), "missing": [names[m] for m in missing],
+               "read_as": (pol or {}).get("read_as", "stored")}
         rows.append(row)
         print(f"{path.name:42s} {'adult' if row['adult'] else 'child'}  {row['found']:2d}/45 "
               f"(conf 0.1: {row['found_conf_0.1']:2d})  missing: "
-              + (", ".join(f"{k} {v}" for k, v in sorted(miss_groups.items())) or "none"))
+              + (", ".join(f"{k} {v}" for k, v in sorted(miss_groups.items())) or "none")
+              + ("  [read as its negative]" if row["read_as"] == "negative" else ""))
         if recon is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -62,7 +62,9 @@ def detect_one(detector, path, outdir: Path, conf: float, iou: float, overwrite:
     t0 = time.perf_counter()
     rad = read_radiograph(path)
     t_read = time.perf_counter() - t0
-    dets, image, geom = detector.detect_radiograph(rad, conf=conf, iou=iou)
+    from ..polarity import choose  # a PNG / JPEG stored as its negative: read as that
+
+    rad, dets, image, geom, _ = choose(rad, lambda r: detector.detect_radiograph(r, conf=conf, iou=iou))
     found = {d.label for d in dets}
     from .. import anatomy
 

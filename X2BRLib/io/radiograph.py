@@ -273,6 +273,20 @@ def _check_shape(h: int, w: int, p: Path):
                          f"{MIN_SIDE_PX} to {MAX_SIDE_PX} pixels)", p)
 
 
+COLOUR_MIN_DIFF = 0.05   # of the image's range: a pixel whose channels differ by more is coloured
+COLOUR_MIN_SHARE = 0.01  # of the pixels: more coloured ones make a colour image (JPEG chroma noise,
+                         # a small coloured annotation do not; the gallery's RGB films: none)
+
+
+def looks_coloured(rgb: np.ndarray) -> bool:
+    """(..., >= 3) channels last -> is it a colour image, not grey stored as RGB? (reader and Slicer)"""
+    rgb = np.asarray(rgb, np.float32)[..., :3].reshape(-1, 3)
+    if not rgb.size:
+        return False
+    diff = np.abs(rgb - rgb[:, :1]).max(1)
+    return float((diff > COLOUR_MIN_DIFF * max(float(np.ptp(rgb)), 1e-12)).mean()) > COLOUR_MIN_SHARE
+
+
 def _luminance(arr: np.ndarray, notes: _Notes) -> np.ndarray:
     """(H, W, C) colour -> (H, W) float luminance; warns when the channels differ."""
     arr = np.asarray(arr, float)
@@ -281,7 +295,7 @@ def _luminance(arr: np.ndarray, notes: _Notes) -> np.ndarray:
     if arr.shape[2] < 3:
         return arr[..., 0]
     rgb = arr[..., :3]
-    if np.abs(rgb - rgb[..., :1]).max() > 0.01 * max(np.ptp(rgb), 1e-12):
+    if looks_coloured(rgb[::max(1, rgb.shape[0] // 1000), ::max(1, rgb.shape[1] // 1000)]):
         notes.add("colour image (RGB channels differ): converted to luminance; "
                   "a radiograph should be greyscale")
     return rgb @ _LUMA
