@@ -12,6 +12,13 @@ with the shipped detector (no ``--force``):
   (``*_lat.*`` lateral, else frontal). Frontal films must never be refused.
 
     .venv/bin/python bench/bench_filmcheck.py [--films ../shared/data/films] [--ct-dir ../shared/data/ct] [--weights DIR]
+    .venv/bin/python bench/bench_filmcheck.py --held-out [--ct-dir ../shared/data/ct]
+
+``--held-out``: instead, non-films that played no part in setting the film check's rules (its
+thresholds were read off the images above): the other images bundled with scikit-image (photographs,
+micrographs, text, textures, a phantom; colour ones saved as colour PNGs) and other slices of the same
+CTs (sagittal, coronal in front of and behind the middle, axial above and below it). A colour
+image the film check passes but the reader warns about ("colour image ...") counts as warned.
 
 For each image: verdict (refused / warned / ok), aspect, neighbour correlation, bones found
 at confidence >= 0.1 and >= 0.25, the layout residual and the ribs' side separation
@@ -69,6 +76,41 @@ def make_non_chest(folder: Path, ct_paths) -> list[tuple[str, Path]]:
     return out
 
 
+HELD_OUT_PICTURES = ("chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+                     "text", "page", "horse", "clock", "grass", "gravel", "brick", "checkerboard", "cell",
+                     "binary_blobs", "logo", "microaneurysms", "shepp_logan_phantom", "colorwheel")
+
+
+def make_held_out(folder: Path, ct_paths) -> list[tuple[str, Path]]:
+    """Write the held-out not-a-chest-film images into ``folder``: [(name, path)]."""
+    import SimpleITK as sitk
+    from PIL import Image
+    from skimage import data
+
+    out = []
+
+    def save(name, arr):
+        p = folder / f"{name}.png"
+        Image.fromarray(np.asarray(arr).astype(np.uint8)).save(p)
+        out.append((name, p))
+
+    for name in HELD_OUT_PICTURES:
+        img = getattr(data, name)()
+        save(f"photo_{name}", img * 255 if img.dtype == bool or img.max() <= 1 else img)
+    for ct in ct_paths:
+        vol = sitk.GetArrayFromImage(sitk.ReadImage(str(ct)))  # (z, y, x)
+        tag = Path(ct).parent.name if Path(ct).name == "ct.nii.gz" else Path(ct).name.split(".")[0]
+        win = lambda a: np.clip((a + 1000) / 2000, 0, 1) * 255  # noqa: E731
+        nz, ny, nx = vol.shape
+        save(f"ct_sagittal_{tag}", win(vol[::-1, :, nx // 2]))
+        for f, where in ((1 / 3, "front"), (2 / 3, "back")):
+            if nz >= 64:
+                save(f"ct_coronal_{where}_{tag}", win(vol[::-1, int(ny * f), :]))
+        for f, where in ((0.25, "low"), (0.75, "high")):
+            save(f"ct_axial_{where}_{tag}", win(vol[int(nz * f)]))
+    return out
+
+
 def main(argv=None) -> int:
     from X2BRLib.detect.detector import Detector
     from X2BRLib.errors import InputError
@@ -80,6 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ct-dir", help="a folder of */ct.nii.gz chest CTs: their slices as not-films")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--weights", help="detector weights folder (default: the shipped detector)")
+    ap.add_argument("--held-out", action="store_true", help="only the held-out non-films (module doc)")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     det = Detector(args.weights, device=args.device)
@@ -90,10 +133,13 @@ def main(argv=None) -> int:
     print("| image | kind | verdict | aspect | neighbour corr. | bones >= 0.1 | bones >= 0.25 | layout mm | rib sides | spacing mm (source) | rib cage mm | field mm |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        items = [(n, p, "not a chest film") for n, p in make_non_chest(Path(tmp), cts)]
-        items.append(("sample_radiograph.dcm", REPO / "Resources" / "SampleData" / "sample_radiograph.dcm",
-                       "simulated frontal"))
-        if args.films:
+        if args.held_out:
+            items = [(n, p, "not a chest film (held out)") for n, p in make_held_out(Path(tmp), cts)]
+        else:
+            items = [(n, p, "not a chest film") for n, p in make_non_chest(Path(tmp), cts)]
+            items.append(("sample_radiograph.dcm", REPO / "Resources" / "SampleData" / "sample_radiograph.dcm",
+                          "simulated frontal"))
+        if args.films and not args.held_out:
             for p in sorted(Path(args.films).iterdir()):
                 if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm"):
                     items.append((p.name, p, "lateral" if "_lat." in p.name else "frontal"))
@@ -111,6 +157,8 @@ def main(argv=None) -> int:
                 else:
                     fc, sc = out.meta["film_check"], out.meta["scale"]
                     verdict = "warned" if fc["warnings"] else "ok"
+                    if verdict == "ok" and any("colour image" in w for w in rad.warnings):
+                        verdict = "warned by the reader (colour)"  # the user sees that line too
                 cells = [f"{fc['aspect']:.2f}", f"{fc['neighbour_correlation']:.3f}", str(fc["bones_conf_0.1"]),
                          str(fc["bones_conf_0.25"]),
                          "" if fc.get("layout_residual_mm") is None else f"{fc['layout_residual_mm']:.1f}",

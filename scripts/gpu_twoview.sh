@@ -177,7 +177,8 @@ case $STAGE in
     wait  # the detector (it stops itself before the budget)
     cp $RUNS/all/curves.png "$OUT/" 2>/dev/null ;;
   finish)
-    build > /dev/null || { echo "pool not complete yet: call train again"; exit 0; }
+    build > /dev/null || { echo "pool not complete, or built with other settings (POOL_ARGS must be the train stage's):"
+      tail -1 $RUNS/build.txt; exit 0; }
     train "${MINUTES:-1.0}"
     for r in $(runs); do
       python3 -c "from X2BRLib.x2b.train import export_weights; print(export_weights('$RUNS/$r', '$RUNS/export_$r', overwrite=True))"
