@@ -42,7 +42,8 @@ def two_view_dataset(tmp_path_factory, sample_ct_paths, sample_source):
     return root
 
 
-def test_fine_tuning_starts_from_the_shipped_weights_and_the_export_says_so(two_view_dataset, tmp_path):
+def test_fine_tuning_starts_from_the_shipped_weights_and_the_export_says_so(two_view_dataset, tmp_path,
+                                                                            monkeypatch):
     import torch
 
     from X2BRLib.detect.train import export_detector, train_detector
@@ -66,8 +67,12 @@ def test_fine_tuning_starts_from_the_shipped_weights_and_the_export_says_so(two_
     key = next(k for k in shipped if k.endswith("conv.weight"))
     torch.testing.assert_close(trained[key], shipped[key].float(), atol=2e-3, rtol=0)
     out = tmp_path / "weights"
+    monkeypatch.setenv("X2BR_CODE_COMMIT", "197d54a")  # as the GPU job passes it: it wins over git
     export_detector(run, out, device="cpu")
     card = json.loads((out / "model.json").read_text())
+    from X2BRLib.provenance import code_sha256
+
+    assert (card["code_commit"], card["code_commit_from"], card["code_sha256"]) == ("197d54a", "env", code_sha256())
     ship = json.loads((SHIPPED / "model.json").read_text())
     assert card["training"]["init_weights"]["sha256"] == ship["sha256"] and card["training"]["pretrained"] is True
     assert (card["training"]["degrees"], card["training"]["scale"]) == (3.0, 0.4)  # --augment, recorded

