@@ -42,9 +42,33 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def png_saver(folder: Path, out: list):
+    """save(name, array) -> folder/name.png (8 bit), (name, path) appended to ``out``."""
+    from PIL import Image
+
+    def save(name, arr):
+        p = folder / f"{name}.png"
+        Image.fromarray(np.asarray(arr).astype(np.uint8)).save(p)
+        out.append((name, p))
+    return save
+
+
+def ct_volumes(ct_paths):
+    """(tag, HU volume (z, y, x)) of each CT file; tag: its folder for */ct.nii.gz, else its name."""
+    import SimpleITK as sitk
+
+    for ct in ct_paths:
+        tag = Path(ct).parent.name if Path(ct).name == "ct.nii.gz" else Path(ct).name.split(".")[0]
+        yield tag, sitk.GetArrayFromImage(sitk.ReadImage(str(ct)))
+
+
+def window(hu):
+    """A CT slice as 8-bit grey, [-1000, 1000] HU."""
+    return np.clip((hu + 1000) / 2000, 0, 1) * 255
+
+
 def make_non_chest(folder: Path, ct_paths) -> list[tuple[str, Path]]:
     """Write the not-a-chest-film images into ``folder``: [(name, path)]."""
-    import SimpleITK as sitk
     from PIL import Image
     from scipy import ndimage
     from skimage import data
@@ -53,11 +77,7 @@ def make_non_chest(folder: Path, ct_paths) -> list[tuple[str, Path]]:
 
     rng = np.random.default_rng(0)
     out = []
-
-    def save(name, arr):
-        p = folder / f"{name}.png"
-        Image.fromarray(np.asarray(arr).astype(np.uint8)).save(p)
-        out.append((name, p))
+    save = png_saver(folder, out)
 
     save("noise_uniform", rng.uniform(0, 255, (1024, 1024)))
     save("noise_gaussian", np.clip(rng.normal(128, 40, (1024, 1024)), 0, 255))
@@ -68,12 +88,10 @@ def make_non_chest(folder: Path, ct_paths) -> list[tuple[str, Path]]:
     save("strip_sample_film_300x5000", np.asarray(Image.fromarray(np.uint8(film * 255)).resize((300, 5000))))
     for name in ("camera", "astronaut", "coins", "moon"):
         save(f"photo_{name}", getattr(data, name)())
-    for i, ct in enumerate(ct_paths):
-        vol = sitk.GetArrayFromImage(sitk.ReadImage(str(ct)))  # (z, y, x)
-        tag = Path(ct).parent.name if Path(ct).name == "ct.nii.gz" else Path(ct).name.split(".")[0]
-        save(f"ct_axial_{tag}", np.clip((vol[vol.shape[0] // 2] + 1000) / 2000, 0, 1) * 255)
+    for tag, vol in ct_volumes(ct_paths):
+        save(f"ct_axial_{tag}", window(vol[vol.shape[0] // 2]))
         if vol.shape[0] >= 64:
-            save(f"ct_coronal_{tag}", np.clip((vol[:, vol.shape[1] // 2, :][::-1] + 1000) / 2000, 0, 1) * 255)
+            save(f"ct_coronal_{tag}", window(vol[:, vol.shape[1] // 2, :][::-1]))
     return out
 
 
@@ -84,31 +102,21 @@ HELD_OUT_PICTURES = ("chelsea", "coffee", "rocket", "hubble_deep_field", "immuno
 
 def make_held_out(folder: Path, ct_paths) -> list[tuple[str, Path]]:
     """Write the held-out not-a-chest-film images into ``folder``: [(name, path)]."""
-    import SimpleITK as sitk
-    from PIL import Image
     from skimage import data
 
     out = []
-
-    def save(name, arr):
-        p = folder / f"{name}.png"
-        Image.fromarray(np.asarray(arr).astype(np.uint8)).save(p)
-        out.append((name, p))
-
+    save = png_saver(folder, out)
     for name in HELD_OUT_PICTURES:
-        img = getattr(data, name)()
+        img = getattr(data, name)(**({"rng": 0} if name == "binary_blobs" else {}))  # the one random picture
         save(f"photo_{name}", img * 255 if img.dtype == bool or img.max() <= 1 else img)
-    for ct in ct_paths:
-        vol = sitk.GetArrayFromImage(sitk.ReadImage(str(ct)))  # (z, y, x)
-        tag = Path(ct).parent.name if Path(ct).name == "ct.nii.gz" else Path(ct).name.split(".")[0]
-        win = lambda a: np.clip((a + 1000) / 2000, 0, 1) * 255  # noqa: E731
+    for tag, vol in ct_volumes(ct_paths):
         nz, ny, nx = vol.shape
-        save(f"ct_sagittal_{tag}", win(vol[::-1, :, nx // 2]))
+        save(f"ct_sagittal_{tag}", window(vol[::-1, :, nx // 2]))
         for f, where in ((1 / 3, "front"), (2 / 3, "back")):
             if nz >= 64:
-                save(f"ct_coronal_{where}_{tag}", win(vol[::-1, int(ny * f), :]))
+                save(f"ct_coronal_{where}_{tag}", window(vol[::-1, int(ny * f), :]))
         for f, where in ((0.25, "low"), (0.75, "high")):
-            save(f"ct_axial_{where}_{tag}", win(vol[int(nz * f)]))
+            save(f"ct_axial_{where}_{tag}", window(vol[int(nz * f)]))
     return out
 
 

@@ -44,9 +44,11 @@ def main(argv=None) -> int:
         except X2BRError as e:
             print(f"| {path.name} | not read: {e} | | |")
             continue
-        n = polarity.bones(det.detect_radiograph(rad, conf=0.1)[0])
-        m = polarity.bones(det.detect_radiograph(polarity.negative(rad), conf=0.1)[0])
         _, _, _, _, rec = polarity.choose(rad, lambda r: det.detect_radiograph(r, conf=0.1))
+        if rec is None:  # not in question: both counts for the table all the same
+            n, m = (polarity.bones(det.detect_radiograph(r, conf=0.1)[0]) for r in (rad, polarity.negative(rad)))
+        else:
+            n, m = rec["bones_as_stored"], rec["bones_as_negative"]
         read_as = "not in question" if rec is None else rec["read_as"]
         if read_as != "negative":
             margins.append((n - m, path.name))

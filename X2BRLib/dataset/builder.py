@@ -53,6 +53,7 @@ from ..geometry import ProjectionGeometry
 from ..io.atomic import atomic_write, atomic_write_text
 from ..io.ct import LabelledCT
 from .film import default_film, develop, sample_film
+from .streams import BLEND, LATERAL, case_stream
 from .virtual import AnatomySource, identity_variation, sample_variation
 
 DATASET_VERSION = 7  # 2: DRR integrates the whole body (no clipping at the detector plane); 3: clinical film model; 4: bedside (portable) films; 5: their scatter capped (SPR 0.1-1.0, was 0.2-2.0); 6: detector v3's gaps: flat portable films under dense leads, spinal implants, --framing, boxes of bones mostly off the film dropped; 7: --scoliosis
@@ -90,7 +91,7 @@ class BuildConfig:
 
 
 def case_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, SPLIT_ID[split], index])
+    return case_stream(seed, SPLIT_ID[split], index)
 
 
 def make_case(src: AnatomySource, cfg: BuildConfig, split: str, index: int, clean: bool = False) -> dict:
@@ -108,7 +109,7 @@ def make_case(src: AnatomySource, cfg: BuildConfig, split: str, index: int, clea
         from .blend import draw_toward
 
         # a separate stream: the case's other draws stay what they are without blending
-        toward, t = draw_toward(np.random.default_rng([cfg.seed, SPLIT_ID[split], index, 1]), src.name,
+        toward, t = draw_toward(case_stream(cfg.seed, SPLIT_ID[split], index, BLEND), src.name,
                                 src.others, cfg.blend)
         params = replace(params, toward=toward, toward_t=t)
     if cfg.scoliosis > 0 and split != "test" and not clean:
@@ -177,7 +178,7 @@ def _lateral(cfg: BuildConfig, split: str, index: int, clean: bool, mu, ijk_to_l
     """The lateral film of a case from its warped volume: (npz keys, params keys); see lateral.py."""
     from .lateral import rendering_geometry, sample_lateral
 
-    rng = np.random.default_rng([cfg.seed, SPLIT_ID[split], index, 2])
+    rng = case_stream(cfg.seed, SPLIT_ID[split], index, LATERAL)
     film, error = sample_lateral(rng, with_error=split != "test", clean=clean)
     assumed = film.geometry((cfg.image_size, cfg.image_size))
     real = rendering_geometry(assumed, error["offset_si_mm"], error["magnification"])

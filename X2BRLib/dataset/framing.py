@@ -26,12 +26,14 @@ from dataclasses import replace
 
 import numpy as np
 
+from . import streams
+
 # zoom: log-uniform; a 43 cm field magnified 1.15-1.8x shows 24-37 cm of the detector, a chest
 # about 30-35 cm wide: one side is cut. shift_u: toward one side (sign drawn), so the other
 # shoulder nears a corner; shift_v: mostly toward the head (negative: up), as bedside films lift
 # the field to the neck and shoulders. Fractions of the unframed field's width.
 FRAMING_RANGES = {"zoom": (1.15, 1.8), "shift_u": (0.04, 0.2), "shift_v": (-0.15, 0.05)}
-FRAMING_STREAM = 3  # the case stream [seed, split, index, 3]; 1: blend, 2: lateral
+FRAMING_STREAM = streams.FRAMING  # the case stream [seed, split, index, 3] (streams.py)
 
 
 def sample_framing(rng: np.random.Generator) -> dict:
@@ -44,10 +46,7 @@ def sample_framing(rng: np.random.Generator) -> dict:
 
 def draw_framing(seed: int, split_id: int, index: int, probability: float) -> dict | None:
     """The framing of a case (None: the usual field), deterministic per case."""
-    if probability <= 0:
-        return None
-    rng = np.random.default_rng([seed, split_id, index, FRAMING_STREAM])
-    return sample_framing(rng) if rng.uniform() < probability else None
+    return streams.draw_optional(seed, split_id, index, FRAMING_STREAM, probability, sample_framing)
 
 
 def framed(geom, framing: dict | None):

@@ -47,7 +47,9 @@ import math
 import numpy as np
 import torch
 
-SCOLIOSIS_STREAM = 4  # the case stream [seed, split, index, 4]; 1: blend, 2: lateral, 3: framing
+from . import streams
+
+SCOLIOSIS_STREAM = streams.SCOLIOSIS  # the case stream [seed, split, index, 4] (streams.py)
 SCOLIOSIS_RANGES = {
     "apex_mm": (20.0, 50.0),       # the main curve's apex deviation (side drawn)
     "cobb_deg": (25.0, 60.0),      # the main curve's Cobb angle, before HALF_LEVELS bounds its length
@@ -80,10 +82,7 @@ def sample_scoliosis(rng: np.random.Generator) -> dict:
 
 def draw_scoliosis(seed: int, split_id: int, index: int, probability: float) -> dict | None:
     """The marked scoliosis of a case (None: none), deterministic per case."""
-    if probability <= 0:
-        return None
-    rng = np.random.default_rng([seed, split_id, index, SCOLIOSIS_STREAM])
-    return sample_scoliosis(rng) if rng.uniform() < probability else None
+    return streams.draw_optional(seed, split_id, index, SCOLIOSIS_STREAM, probability, sample_scoliosis)
 
 
 class Spine:
