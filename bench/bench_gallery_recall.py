@@ -9,6 +9,9 @@ Every file of ``--films`` whose name does not end in ``_lat`` (lateral films are
 read as a user's file (``read_radiograph``) and given to ``Detector.detect_radiograph`` (the
 network image of ``to_network_input``, at most one box per bone, confidence >= ``--conf``), as
 the pipeline does: a PNG / JPEG stored as its negative is read as that (``X2BRLib.polarity``).
+``--test-time``: as ``x2br reconstruct --refine`` with its test-time passes, polarity is decided on the
+plain pass and the image chosen then goes through the passes (``X2BRLib/detect/test_time.py``); each
+line names the plain pass's count where the passes change it.
 Prints one line per film (bones found at --conf and at 0.1, the bone groups missing at --conf)
 and the mean and minimum over all frontal films and over the adult ones; ``--children``
 names the files that are not adults (default: the three SOURCES.md of the shared gallery
@@ -60,14 +63,14 @@ def box_iou(a, b) -> float:
     return float(iw * ih / (area(a) + area(b) - iw * ih))
 
 
-def x2b_agreement(recon, det, path, conf: float) -> dict:
+def x2b_agreement(recon, det, path, conf: float, passes=False) -> dict:
     """X2B's bones projected onto the film against the detector's boxes on the same network image."""
     from X2BRLib.dataset.builder import bone_boxes
 
     rec = recon.reconstruct(path)
     projected = {int(r[0]): tuple(r[1:]) for r in bone_boxes(rec.labels_xyz, rec.origin_lps_mm, rec.spacing_mm,
                                                               rec.geometry)}
-    found = {d.label: d.box_px for d in det.detect(rec.image, conf=conf)}
+    found = {d.label: d.box_px for d in det.detect(rec.image, conf=conf, test_time=passes)}
     ious = [box_iou(projected[k], found[k]) for k in sorted(set(projected) & set(found))]
     ys = rec.origin_lps_mm[1] + rec.spacing_mm[1] * np.nonzero(rec.labels_xyz)[1]  # LPS y: front to back
     depth = float(np.percentile(ys, 98) - np.percentile(ys, 2)) if ys.size else 0.0
@@ -99,8 +102,8 @@ def main(argv=None) -> int:
     from X2BRLib.io.radiograph import read_radiograph
     from X2BRLib.polarity import choose
 
-    det = Detector(args.weights, device=args.device,
-                   test_time=tuple(args.test_time.split(",")) if args.test_time else False)
+    det = Detector(args.weights, device=args.device)
+    passes = tuple(args.test_time.split(",")) if args.test_time else False
     print(f"weights: {det.info['weights']} (sha256 {det.info['sha256'][:12]}), conf >= {args.conf}, "
           f"device {det.info['device']}" + (f", test-time passes {args.test_time}" if args.test_time else ""))
     names = {b.label: b.name for b in anatomy.BONES}
@@ -117,11 +120,14 @@ def main(argv=None) -> int:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                rad, found, _, _, pol = choose(read_radiograph(path, default_spacing_mm=None),
-                                               lambda r: det.detect_radiograph(r, conf=0.1))
+                rad, found, image, _, pol = choose(read_radiograph(path, default_spacing_mm=None),
+                                                   lambda r: det.detect_radiograph(r, conf=0.1))
         except X2BRError as e:
             print(f"{path.name:42s} not read: {e}")
             continue
+        plain_found = sum(d.confidence >= args.conf for d in found)
+        if passes:  # as the pipeline: polarity decided on the plain pass, the chosen image through the passes
+            found = det.detect(image, conf=0.1, test_time=passes)
         at_conf = [d for d in found if d.confidence >= args.conf]
         missing = sorted(set(names) - {d.label for d in at_conf})
         miss_groups: dict[str, int] = {}
@@ -129,16 +135,17 @@ def main(argv=None) -> int:
             miss_groups[group(names[lab])] = miss_groups.get(group(names[lab]), 0) + 1
         row = {"film": path.name, "adult": stem not in args.children, "found": len(at_conf),
                "found_conf_0.1": len(found), "missing": [names[m] for m in missing],
-               "read_as": (pol or {}).get("read_as", "stored")}
+               "found_plain": plain_found, "read_as": (pol or {}).get("read_as", "stored")}
         rows.append(row)
         print(f"{path.name:42s} {'adult' if row['adult'] else 'child'}  {row['found']:2d}/45 "
               f"(conf 0.1: {row['found_conf_0.1']:2d})  missing: "
               + (", ".join(f"{k} {v}" for k, v in sorted(miss_groups.items())) or "none")
-              + ("  [read as its negative]" if row["read_as"] == "negative" else ""))
+              + ("  [read as its negative]" if row["read_as"] == "negative" else "")
+              + (f"  [plain pass {plain_found}]" if passes and plain_found != row["found"] else ""))
         if recon is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                row.update(x2b_agreement(recon, det, path, args.conf))
+                row.update(x2b_agreement(recon, det, path, args.conf, passes))
             print(f"{'':42s} X2B vs detector: {row['x2b_bones_compared']} bones, mean box IoU "
                   f"{row['x2b_mean_box_iou']:.3f}, IoU >= 0.5 on {row['x2b_share_iou_0.5']:.0%}; "
                   f"bone volume {row['x2b_volume_ml']:.0f} ml, depth {row['x2b_depth_mm']:.0f} mm")
