@@ -31,6 +31,10 @@ ONE_VIEW_WEIGHTS = DEFAULT_WEIGHTS  # X2B v4: one patient, one view
 # (docs/training/x2b_v7_people/MODEL_CARD_v7.md).
 DEFAULT_TWO_VIEW_WEIGHTS = resource("Models", "x2b_v6")
 
+# X2BR (--refine) detects through the detector's test-time passes by default (docs/DECISIONS.md,
+# "Test-time passes in X2BR"; bench/results/gallery_recall_v3_tta_polarity_cpu.txt, gallery_pieces_tta_cpu.txt)
+TEST_TIME = True
+
 # MISE settings per quality: start fine enough that ribs (8-12 mm) are not lost.
 QUALITY = {
     "fast": {"start_voxel_mm": 6.0, "voxel_mm": 3.0},
@@ -47,6 +51,8 @@ class ReconstructOptions:
     batch_points: int = 65536
     threshold: float = 0.5
     refine: bool = False        # X2BR: detection + template + geodesic CPD after X2B
+    test_time: bool = TEST_TIME  # X2BR's detection through the detector's test-time passes (detect/test_time.py);
+    #                             the film check, polarity and scale keep the plain pass
     detector_weights: str | None = None  # the shipped detector when None
     template: str | None = None          # skeleton template .npz; the shipped one when None
     pixel_spacing_mm: float | tuple | None = None  # the user's detector spacing: wins over file and estimate
@@ -161,13 +167,12 @@ class Reconstructor:
         self.amp = torch.bfloat16 if self.device.type == "cuda" else None
         self.refiner = None
         if self.options.refine:
-            from .refine.refiner import Refiner
-
+            from .refine.refiner import RefineOptions, Refiner
             from .refine.template import SkeletonTemplate
 
             template = SkeletonTemplate.load(self.options.template) if self.options.template else None
-            self.refiner = Refiner(device=self.device, template=template,
-                                   detector_weights=self.options.detector_weights)
+            self.refiner = Refiner(RefineOptions(test_time=bool(self.options.test_time)), device=self.device,
+                                   template=template, detector_weights=self.options.detector_weights)
             self.refiner.detector  # load now: missing weights fail before any film is read
         if self.options.check_films:
             self.detector  # the film check and the scale need it on every film read from a file
@@ -211,12 +216,15 @@ class Reconstructor:
                              f"shipped two-view model ({DEFAULT_TWO_VIEW_WEIGHTS})", self.weights_path)
 
     def model_info(self) -> dict:
+        from .detect.test_time import passes
+
         keys = ("name", "version", "encoder", "sha256", "code_commit", "image_size")
         info = {k: self.record[k] for k in keys if k in self.record}
         info["weights"] = str(self.weights_path)
         info["views"] = int(getattr(self.model, "config", {}).get("views", 1))
-        if self.refiner is not None:
-            info["detector"] = dict(self.refiner.detector.info)
+        if self.refiner is not None:  # test_time: the passes X2BR's detection ran (the film check's: plain)
+            info["detector"] = {**self.refiner.detector.info, "test_time": list(
+                passes(self.refiner.options.test_time))}
         return info
 
     def reconstruct_image(self, image: np.ndarray, geometry: ProjectionGeometry,

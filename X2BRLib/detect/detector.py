@@ -180,7 +180,8 @@ class Detector:
     device: ``auto`` | ``cpu`` | ``cuda[:N]``. ``info``: JSON-able model facts;
     ``timings_s``: the stages of the last ``detect`` call. test_time: ``detect`` runs the
     test-time passes of :mod:`.test_time` unless told otherwise (True: all of ``PASSES``, or a
-    tuple of their names).
+    tuple of their names). ``last_passes``: what the last ``detect`` with test-time passes did
+    ({"passes": [names], "bones_by_pass": {name: bones}, "bones_kept": bones}).
     """
 
     def __init__(self, weights=None, device="auto", test_time=False):
@@ -206,6 +207,7 @@ class Detector:
         self.info = {"name": "yolo", "variant": card["variant"], "imgsz": self.imgsz, "weights": str(pt),
                      "sha256": card["sha256"], "device": str(self.device)}
         self.timings_s = {"load": time.perf_counter() - t0}
+        self.last_passes: dict = {}
         from .test_time import passes
 
         self.test_time = passes(test_time)
@@ -233,7 +235,10 @@ class Detector:
                 total[k] = total.get(k, 0.0) + v
         self.timings_s = total
         plain = per_pass[names.index("plain")] if "plain" in names else []
-        return tt.keep_consistent(plain, tt.merge(per_pass))
+        kept = tt.keep_consistent(plain, tt.merge(per_pass))
+        self.last_passes = {"passes": list(names), "bones_by_pass": {n: len(d) for n, d in zip(names, per_pass)},
+                            "bones_kept": len(kept)}
+        return kept
 
     def _detect_once(self, image: np.ndarray, conf: float, iou: float, imgsz: int) -> list[Detection]:
         """One pass of the network on one network image letterboxed to imgsz.

@@ -4,7 +4,8 @@ consistent bones.
 ``Refiner.refine(rec)`` (rec: an X2B :class:`~X2BRLib.pipeline.Reconstruction`):
 
 1. detect the bones on the film the network saw (:mod:`X2BRLib.detect`), unless
-   detections are given;
+   detections are given; with ``RefineOptions.test_time`` through the detector's test-time
+   passes (:mod:`X2BRLib.detect.test_time`), recorded under ``stats['refine']['test_time']``;
 2. place the reference template bone by bone (:func:`X2BRLib.refine.fit.fit_template`:
    boxes give position and size in the film plane, X2B gives depth); with a pair's lateral
    film, the detector's confident boxes on it move each bone front to back
@@ -61,6 +62,8 @@ class RefineOptions:
     max_target_points: int = 30000
     min_voxels: int = 20         # smallest X2B bone used for fitting / as a target
     detect_conf: float = 0.25
+    test_time: bool = False      # the detector's test-time passes (detect/test_time.py); reconstruct's own
+    #                              default is ReconstructOptions.test_time (pipeline.py)
     use_x2b: bool = True         # False: template-only (boxes + nominal depth, no CPD)
     register: bool = True        # False: placed template without CPD
     use_lateral: bool = True     # a pair's lateral film: confident boxes on it set each bone's AP place
@@ -154,8 +157,11 @@ class Refiner:
             self._detector = Detector(self._detector_weights, device=str(self.device))
         return self._detector
 
-    def detect(self, image):
-        return self.detector.detect(image, conf=self.options.detect_conf)
+    def detect(self, image, options: RefineOptions | None = None):
+        """The bones on one network image at ``detect_conf``, through the test-time passes when
+        ``test_time`` (options: this call's, else the refiner's)."""
+        opt = options or self.options
+        return self.detector.detect(image, conf=opt.detect_conf, test_time=bool(opt.test_time))
 
     def refine(self, rec, detections=None, progress=None, options: RefineOptions | None = None):
         """Refine an X2B Reconstruction; returns a new Reconstruction (same grid) with
@@ -171,8 +177,10 @@ class Refiner:
         report = progress or (lambda f, m: None)
         timings = {}
         t0 = time.perf_counter()
+        test_time = None
         if detections is None:
-            detections = self.detect(rec.image)
+            detections = self.detect(rec.image, opt)
+            test_time = dict(self.detector.last_passes) if opt.test_time else None
         t1 = time.perf_counter()
         timings["detect"] = t1 - t0
         report(0.6, f"{len(detections)} bones detected; placing the template")
@@ -228,7 +236,7 @@ class Refiner:
         stats["refine"] = {
             "method": "x2br" if (opt.use_x2b and opt.register) else ("template_placed_on_x2b" if opt.use_x2b
                                                                     else "template_only"),
-            "options": opt.to_dict(), "n_detections": len(detections),
+            "options": opt.to_dict(), "n_detections": len(detections), "test_time": test_time,
             "detections": [d.to_dict() if hasattr(d, "to_dict") else dict(d) for d in detections],
             "fits": [f.to_dict() for f in fits], "cpd": cpd_info, "bones_left_out": dropped, "lateral": lateral_info,
             "voxels_outside_largest_piece": specks,

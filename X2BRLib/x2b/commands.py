@@ -96,7 +96,8 @@ def cmd_reconstruct(args) -> int:
                               refine=args.refine, detector_weights=args.detector_weights, template=args.template,
                               pixel_spacing_mm=args.pixel_spacing, force=args.force, lateral=args.lateral,
                               lateral_pixel_spacing_mm=args.lateral_pixel_spacing, lateral_view=args.lateral_view,
-                              lateral_offset=args.lateral_offset)
+                              lateral_offset=args.lateral_offset,
+                              **({} if args.test_time is None else {"test_time": args.test_time}))
     reconstructor = Reconstructor(opts)
     with_lateral = {} if args.lateral is None else {"lateral": str(args.lateral)}
     results, failures = [], []
@@ -235,6 +236,10 @@ def add_commands(sub) -> None:
     s.add_argument("--refine", action="store_true",
                    help="X2BR: detect the bones, fit the skeleton template and register it onto the X2B "
                         "surfaces (one smooth closed piece per bone)")
+    s.add_argument("--test-time", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --refine: find the bones through the detector's test-time passes (the film as "
+                        "given, contrast-equalised and enlarged; a box another pass adds is kept only where the "
+                        "frontal layout puts that bone); default on; the film check keeps the plain pass")
     s.add_argument("--detector-weights", help="detector weights folder (default: the shipped detector)")
     s.add_argument("--template", help="skeleton template .npz from `x2br build-template` (default: the shipped one)")
     s.add_argument("--pixel-spacing", type=pixel_spacing_arg, metavar="MM",
