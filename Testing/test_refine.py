@@ -225,3 +225,34 @@ def test_bones_without_any_evidence_are_left_out_not_invented():
     assert len(out.stats["refine"]["bones_left_out"]) == 43
     nothing = Refiner(device="cpu", detector=object()).refine(rec, [])
     assert not nothing.labels_xyz.any() and nothing.meshes == {}
+
+
+def test_x2br_detects_through_the_test_time_passes_and_says_so(tmp_path):
+    """``ReconstructOptions(test_time=True)`` on the bundled film (fast quality): report.json names the
+    passes X2BR's detection ran, and its bones hold every bone the plain pass finds on the same network
+    image; the film check keeps the plain pass (its count is the plain pass's)."""
+    from X2BRLib.detect.test_time import PASSES
+    from X2BRLib.pipeline import ReconstructOptions, Reconstructor, write_outputs
+
+    recon = Reconstructor(ReconstructOptions(quality="fast", device="cpu", refine=True, test_time=True))
+    rec = recon.reconstruct(SAMPLE)
+    report = json.loads(open(write_outputs(rec, tmp_path / "o", meshes=False)["report"]).read())
+    tt = report["stats"]["refine"]["test_time"]
+    assert tt["passes"] == list(PASSES) == report["model"]["detector"]["test_time"]
+    used = {d["label"] for d in report["stats"]["refine"]["detections"]}
+    plain = {d.label for d in recon.detector.detect(rec.image, conf=0.25, test_time=False)}
+    assert used >= plain and len(used) == tt["bones_kept"] and tt["bones_by_pass"]["plain"] == len(plain)
+    assert report["film_check"]["bones_conf_0.25"] == len(plain)
+    assert report["stats"]["refine"]["options"]["test_time"] is True
+
+
+def test_the_test_time_switch_reaches_the_options():
+    """`x2br reconstruct --test-time / --no-test-time`; neither: the pipeline's default (TEST_TIME)."""
+    from X2BRLib.cli import build_parser
+    from X2BRLib.pipeline import TEST_TIME, ReconstructOptions
+    from X2BRLib.refine.refiner import RefineOptions
+
+    parse = lambda *extra: build_parser().parse_args(["reconstruct", "f.png", "-o", "o", *extra])  # noqa: E731
+    assert parse("--test-time").test_time is True and parse("--no-test-time").test_time is False
+    assert parse().test_time is None and ReconstructOptions().test_time is TEST_TIME
+    assert RefineOptions().with_overrides(["test_time=true"]).test_time is True
