@@ -5,7 +5,9 @@ and checked for one piece per bone (26-connected label pieces; every STL one clo
 consistently oriented surface).
 
 Usage: python bench/bench_sample_film.py [--device cpu] [--quality default] [--json OUT.json]
-       [--weights DIR] [--x2b-only]
+       [--weights DIR] [--x2b-only | --test-time-both]
+--test-time-both: X2BR twice, without the detector's test-time passes (x2br_plain, --no-test-time) and
+with them (x2br_tt, --test-time); otherwise X2BR as `x2br reconstruct --refine` does by default.
 Prints a table and one JSON line. The README's sample-film and cold-start numbers come from it
 (output: bench/results/sample_film_cpu.txt).
 """
@@ -75,9 +77,13 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the result here")
     ap.add_argument("--weights", help="X2B weights folder (default: the shipped model)")
     ap.add_argument("--x2b-only", action="store_true", help="leave out the --refine run")
+    ap.add_argument("--test-time-both", action="store_true",
+                    help="X2BR without and with the detector's test-time passes (x2br_plain, x2br_tt)")
     a = ap.parse_args(argv)
     weights = ["--weights", a.weights] if a.weights else []
     methods = (("x2b", []),) if a.x2b_only else (("x2b", []), ("x2br", ["--refine"]))
+    if a.test_time_both:
+        methods = (("x2b", []), ("x2br_plain", ["--refine", "--no-test-time"]), ("x2br_tt", ["--refine", "--test-time"]))
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for method, extra in methods:
