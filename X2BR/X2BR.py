@@ -88,7 +88,8 @@ the file's.</p>
 <p>The first run installs the Python packages X2BR needs (PyTorch through the PyTorch extension; the
 and the bone detector, which checks every film and estimates its scale); Slicer's own packages (numpy, SimpleITK, pydicom...)
 are never replaced. After that everything runs offline: the network weights are bundled.</p>
-<p><b>Refinement</b> (X2BR): detects the bones on the film, fits a skeleton template to them and
+<p><b>Refinement</b> (X2BR): detects the bones on the film (through the detector's test-time passes, as
+<tt>x2br reconstruct --refine</tt> does by default), fits a skeleton template to them and
 registers it onto the network's bones: one smooth closed piece per bone, at some cost in overlap with
 the true bone (see the README's trade-off table).</p>
 <p>Method: <a href="{paper}">X2BR: High-Fidelity 3D Bone Reconstruction from a Planar X-Ray Image with
