@@ -13,6 +13,10 @@ Two kinds of evidence:
   fit the frontal chest's bone layout (``scale.fit_layout``'s residual) or when the left and right
   ribs overlap as on a lateral film. Detector v2 learned lateral films and finds many "bones" on
   photographs and CT slices, so the count alone no longer tells those apart.
+* whether the image looks like a radiograph at all (:mod:`X2BRLib.film_likeness`: a logistic
+  regression on the detector's features): a warning below its threshold. It tells CT slices and
+  pictures from films where the detector's boxes cannot (a coronal CT slice shows a chest's bones
+  in place).
 
 Refusals raise :class:`NotAChestFilmError` (an InputError: one line, exit 2) unless forced
 (``x2br reconstruct --force``); the result of every check is kept for report.json. The
@@ -46,7 +50,7 @@ FRONTAL_MIN_RIB_SEPARATION = 0.3
 # less than SIDE_MIN_RIB_SEPARATION of the width apart (gallery frontal films >= 0.22, laterals
 # <= 0.021). The fit takes the weak boxes too: on a real film they still sit on bones, on a
 # photograph or a CT slice they scatter. Residuals of that fit (bench/bench_filmcheck.py; detector v3
-# bench/results/filmcheck_cpu.txt, v2 filmcheck_v2_rule21_cpu.txt): gallery frontal films at most
+# bench/results/filmcheck_noprobe_cpu.txt, v2 filmcheck_v2_rule21_cpu.txt): gallery frontal films at most
 # 20.3 mm with v3 (24.2 mm with v2, on a film where it finds 11 bones), laterals >= 89 mm; the
 # photographs and CT slices that pass the other checks with v3 21.2-36.5 mm, except a coronal CT slice
 # (5.9 mm: it is a chest seen from the front) and an axial one (17.4 mm). 21 mm lies between the
@@ -155,12 +159,27 @@ def view_evidence(detections, width_px: int) -> dict:
             "rib_side_separation": sep, "looks_frontal": bool(frontal)}
 
 
-def check_film(size_px, net_image, detections, force: bool = False, path=None) -> dict:
-    """Both checks; raises NotAChestFilmError on any refusal unless ``force``.
+def likeness_checks(likeness: dict | None) -> dict:
+    """The film-likeness probe's verdict (:mod:`X2BRLib.film_likeness`): {"film_likeness",
+    "film_likeness_threshold", "warnings"}; no warning without a probe."""
+    lk = likeness or {"film_likeness": None, "threshold": None}
+    p, t = lk["film_likeness"], lk["threshold"]
+    warnings = []
+    if p is not None and p < t:
+        warnings.append(f"the image does not look like a radiograph (film likeness {p:.2f}, films score above "
+                        f"{t:g}): it may be a CT slice, a drawing or a photograph, or a film unlike the "
+                        "training films (a child's, an unusual processing); check the result")
+    return {"film_likeness": p, "film_likeness_threshold": t, "warnings": warnings}
+
+
+def check_film(size_px, net_image, detections, force: bool = False, path=None, likeness: dict | None = None) -> dict:
+    """Every check; raises NotAChestFilmError on any refusal unless ``force``. likeness: the
+    probe's result for this image (:func:`X2BRLib.film_likeness.likeness`; None: not scored).
 
     Returns the record for report.json: {"aspect", "neighbour_correlation", "bones_conf_0.1",
     "bones_conf_0.25", "mean_confidence", "layout_residual_mm", "rib_side_separation" (both left
-    out when refused), "refused": [...], "forced": bool, "warnings": [...]}."""
+    out when refused), "film_likeness", "film_likeness_threshold", "refused": [...], "forced": bool,
+    "warnings": [...]}."""
     img = image_checks(size_px, net_image)
     det = detection_checks(detections)
     refusals = img.pop("refusals") + det.pop("refusals")
@@ -168,6 +187,10 @@ def check_film(size_px, net_image, detections, force: bool = False, path=None) -
     lay = layout_checks(detections, np.asarray(net_image).shape[1]) if not refusals else {"warnings": []}
     warnings += lay.pop("warnings")
     det.update(lay)
+    lk = likeness_checks(likeness)
+    if not refusals:
+        warnings += lk["warnings"]
+    det.update({k: v for k, v in lk.items() if k != "warnings"})
     if refusals and not force:
         raise NotAChestFilmError("not a frontal chest radiograph: " + "; ".join(refusals)
                                  + " (pass --force to reconstruct anyway)", path)
@@ -185,7 +208,7 @@ def check_and_scale(radiograph, detector, pixel_spacing_mm=None, force: bool = F
     'film_check' and 'scale' and its warnings what was assumed; detections)."""
     from dataclasses import replace
 
-    from . import polarity, scale
+    from . import film_likeness, polarity, scale
     from .io.radiograph import to_network_input
 
     def detect(rad):
@@ -194,7 +217,8 @@ def check_and_scale(radiograph, detector, pixel_spacing_mm=None, force: bool = F
 
     # a PNG / JPEG stored as its negative is read as the negative (polarity.py)
     radiograph, dets, image, geom, _ = polarity.choose(radiograph, detect)
-    check = check_film(radiograph.geometry.size_px, image, dets, force=force, path=radiograph.path)
+    check = check_film(radiograph.geometry.size_px, image, dets, force=force, path=radiograph.path,
+                       likeness=film_likeness.likeness(detector, image))
     radiograph = replace(radiograph, meta={**radiograph.meta, "film_check": check},
                          warnings=list(radiograph.warnings) + check["warnings"])
     radiograph, _ = scale.resolve(radiograph, dets, geom, pixel_spacing_mm)

@@ -13,6 +13,7 @@ with the shipped detector (no ``--force``):
 
     .venv/bin/python bench/bench_filmcheck.py [--films ../shared/data/films] [--ct-dir ../shared/data/ct] [--weights DIR]
     .venv/bin/python bench/bench_filmcheck.py --held-out [--ct-dir ../shared/data/ct]
+    .venv/bin/python bench/bench_filmcheck.py --held-out-2 --ct-dir ../shared/data/ct
 
 ``--held-out``: instead, non-films that played no part in setting the film check's rules (its
 thresholds were read off the images above): the other images bundled with scikit-image (photographs,
@@ -21,9 +22,13 @@ CTs (sagittal, coronal in front of and behind the middle, axial above and below 
 image the film check passes but the reader warns about ("colour image ...") counts as warned; an
 image read as its negative (``X2BRLib.polarity``, always with a warning) is marked so.
 
+``--held-out-2``: non-films that were not looked at before the film-likeness probe
+(``X2BRLib/film_likeness.py``) was fixed: ``make_held_out_2``.
+
 For each image: verdict (refused / warned / ok), aspect, neighbour correlation, bones found
 at confidence >= 0.1 and >= 0.25, the layout residual and the ribs' side separation
-(``filmcheck.layout_checks``; empty when refused or not measurable), the pixel spacing used
+(``filmcheck.layout_checks``; empty when refused or not measurable), the film likeness
+(``film_likeness``: P(radiograph) of the probe; warned below its threshold, 0.5), the pixel spacing used
 (source), the rib-cage width it implies (at the isocentre) and the image's longer side in mm
 (a 35 or 43 cm detector, usually).
 """
@@ -120,6 +125,45 @@ def make_held_out(folder: Path, ct_paths) -> list[tuple[str, Path]]:
     return out
 
 
+PACKAGE_PICTURES = (("skimage", "data/motorcycle_left.png"), ("skimage", "data/color.png"),
+                    ("skimage", "data/chessboard_GRAY.png"), ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+                    ("matplotlib", "mpl-data/sample_data/Minduka_Present_Blue_Pack.png"),
+                    ("matplotlib", "mpl-data/sample_data/logo2.png"))
+CT_WINDOWS = {"lung": (-600, 1500), "mediastinum": (40, 400), "bone": (400, 1800)}
+
+
+def make_held_out_2(folder: Path, ct_paths) -> list[tuple[str, Path]]:
+    """Non-films not looked at before the film-likeness probe was fixed (``--held-out-2``): pictures
+    shipped inside installed packages (scikit-image, matplotlib: a photograph of a person, drawings),
+    matplotlib's MR slice of a head, and slices of the ``--ct-dir`` CTs at 40 % and 60 % of each axis
+    in lung, mediastinum and bone windows (the probe saw slices of the sample CT only)."""
+    import gzip
+    import importlib
+    import shutil
+
+    import matplotlib
+
+    out = []
+    save = png_saver(folder, out)
+    for pkg, rel in PACKAGE_PICTURES:
+        src = Path(importlib.import_module(pkg).__file__).parent / rel
+        dst = folder / f"pkg_{Path(rel).name}"
+        shutil.copyfile(src, dst)
+        out.append((dst.stem, dst))
+    with gzip.open(Path(matplotlib.__file__).parent / "mpl-data/sample_data/s1045.ima.gz") as f:
+        mr = np.frombuffer(f.read(), np.uint16).reshape(256, 256).astype(float)
+    save("mr_head_s1045", mr / mr.max() * 255)
+    for tag, vol in ct_volumes([p for p in ct_paths if Path(p).name == "ct.nii.gz"]):
+        nz, ny, nx = vol.shape
+        for f in (0.4, 0.6):
+            slices = {"axial": vol[int(nz * f)], "coronal": vol[::-1, int(ny * f), :],
+                      "sagittal": vol[::-1, :, int(nx * f)]}
+            for axis, sl in slices.items():
+                for wname, (c, w) in CT_WINDOWS.items():
+                    save(f"ct_{axis}_{int(f * 100)}_{wname}_{tag}", np.clip((sl - (c - w / 2)) / w, 0, 1) * 255)
+    return out
+
+
 def main(argv=None) -> int:
     from X2BRLib.detect.detector import Detector
     from X2BRLib.errors import InputError
@@ -132,6 +176,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--weights", help="detector weights folder (default: the shipped detector)")
     ap.add_argument("--held-out", action="store_true", help="only the held-out non-films (module doc)")
+    ap.add_argument("--held-out-2", action="store_true",
+                    help="only the non-films held out from the film-likeness probe (make_held_out_2)")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     det = Detector(args.weights, device=args.device)
@@ -139,16 +185,18 @@ def main(argv=None) -> int:
     if args.ct_dir:
         cts += sorted(Path(p) for p in glob.glob(str(Path(args.ct_dir) / "*" / "ct.nii.gz")))
     counts = {}
-    print("| image | kind | verdict | aspect | neighbour corr. | bones >= 0.1 | bones >= 0.25 | layout mm | rib sides | spacing mm (source) | rib cage mm | field mm |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| image | kind | verdict | aspect | neighbour corr. | bones >= 0.1 | bones >= 0.25 | layout mm | rib sides | film likeness | spacing mm (source) | rib cage mm | field mm |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        if args.held_out:
+        if args.held_out_2:
+            items = [(n, p, "not a chest film (held out 2)") for n, p in make_held_out_2(Path(tmp), cts)]
+        elif args.held_out:
             items = [(n, p, "not a chest film (held out)") for n, p in make_held_out(Path(tmp), cts)]
         else:
             items = [(n, p, "not a chest film") for n, p in make_non_chest(Path(tmp), cts)]
             items.append(("sample_radiograph.dcm", REPO / "Resources" / "SampleData" / "sample_radiograph.dcm",
                           "simulated frontal"))
-        if args.films and not args.held_out:
+        if args.films and not (args.held_out or args.held_out_2):
             for p in sorted(Path(args.films).iterdir()):
                 if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm"):
                     items.append((p.name, p, "lateral" if "_lat." in p.name else "frontal"))
@@ -156,7 +204,7 @@ def main(argv=None) -> int:
             try:
                 rad = read_radiograph(path, default_spacing_mm=None)
             except InputError as e:
-                verdict, cells = "refused by the reader", [str(e).split(": ")[-1]] + [""] * 8
+                verdict, cells = "refused by the reader", [str(e).split(": ")[-1]] + [""] * 9
             else:
                 try:
                     out, _ = check_and_scale(rad, det)
@@ -174,6 +222,7 @@ def main(argv=None) -> int:
                          str(fc["bones_conf_0.25"]),
                          "" if fc.get("layout_residual_mm") is None else f"{fc['layout_residual_mm']:.1f}",
                          "" if fc.get("rib_side_separation") is None else f"{fc['rib_side_separation']:.3f}",
+                         "" if fc.get("film_likeness") is None else f"{fc['film_likeness']:.3f}",
                          "" if sc is None else f"{sc['spacing_mm'][0]:.4g} ({sc['source']})",
                          "" if sc is None or sc["chest_width_mm"] is None else f"{sc['chest_width_mm']:.0f}",
                          "" if sc is None else f"{sc['field_mm']:.0f}"]

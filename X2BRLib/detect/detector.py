@@ -250,20 +250,14 @@ class Detector:
         Returns detections sorted by label.
         """
         import torch
-        from ultralytics.data.augment import LetterBox
         from ultralytics.utils.nms import non_max_suppression
         from ultralytics.utils.ops import scale_boxes
 
-        img = np.asarray(image)
-        if img.ndim != 2 or min(img.shape) < 8 or not np.isfinite(img).all():
-            raise InputError(f"detector input must be a finite (H, W) image of at least 8 px, got shape {img.shape}")
         if not (0.0 <= conf <= 1.0 and 0.0 <= iou <= 1.0):
             raise InputError(f"conf and iou must be in [0, 1], got conf={conf}, iou={iou}")
         t0 = time.perf_counter()
-        u8 = np.round(np.clip(img.astype(np.float32), 0, 1) * 255).astype(np.uint8)
-        h, w = u8.shape
-        lb = LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=32)(image=np.repeat(u8[..., None], 3, 2))
-        x = torch.from_numpy(np.ascontiguousarray(lb.transpose(2, 0, 1)))[None].to(self.device).float() / 255
+        x, lb_shape = self._network_tensor(image, imgsz)
+        h, w = np.asarray(image).shape
         t1 = time.perf_counter()
         with torch.inference_mode():
             out = self.model(x)
@@ -273,7 +267,7 @@ class Detector:
         t2 = time.perf_counter()
         rows = non_max_suppression(pred, conf_thres=conf, iou_thres=iou, max_det=300, nc=len(self.labels))[0]
         rows = rows[rows[:, 4].argsort(descending=True)]
-        rows[:, :4] = scale_boxes(lb.shape[:2], rows[:, :4], (h, w))  # pixel edges of the input image
+        rows[:, :4] = scale_boxes(lb_shape, rows[:, :4], (h, w))  # pixel edges of the input image
         lut = anatomy.by_label()
         best: dict[int, Detection] = {}
         for x0, y0, x1, y1, score, cls in rows.cpu().numpy().tolist():
@@ -285,6 +279,31 @@ class Detector:
         t3 = time.perf_counter()
         self.timings_s = {"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0}
         return [best[k] for k in sorted(best)]
+
+    def _network_tensor(self, image: np.ndarray, imgsz: int):
+        """(1, 3, imgsz, imgsz) tensor on the detector's device and the letterboxed shape: the (H, W)
+        image in [0, 1] quantised to 8-bit grey exactly as the dataset's PNGs (``write_yolo``),
+        letterboxed to ``imgsz`` (a no-op for the usual 256 x 256), 3 equal channels."""
+        import torch
+        from ultralytics.data.augment import LetterBox
+
+        img = np.asarray(image)
+        if img.ndim != 2 or min(img.shape) < 8 or not np.isfinite(img).all():
+            raise InputError(f"detector input must be a finite (H, W) image of at least 8 px, got shape {img.shape}")
+        u8 = np.round(np.clip(img.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+        lb = LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=32)(image=np.repeat(u8[..., None], 3, 2))
+        x = torch.from_numpy(np.ascontiguousarray(lb.transpose(2, 0, 1)))[None].to(self.device).float() / 255
+        return x, lb.shape[:2]
+
+    def embedding(self, image: np.ndarray, layers) -> np.ndarray:
+        """The network's features of one network image: the outputs of the given layer indices,
+        each averaged over the image (ultralytics' ``embed``), concatenated: (n,) float64."""
+        import torch
+
+        x, _ = self._network_tensor(image, self.imgsz)
+        with torch.inference_mode():
+            out = self.model.predict(x, embed=[int(i) for i in layers])
+        return out[0].detach().cpu().double().numpy()
 
     def detect_radiograph(self, radiograph, conf: float = 0.25, iou: float = 0.5):
         """A radiograph file (any format ``read_radiograph`` takes) or a Radiograph ->
