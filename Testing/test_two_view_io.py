@@ -112,6 +112,9 @@ def test_the_lateral_is_placed_at_the_pa_isocentre_in_network_form(tmp_path, sam
     assert rec["spacing"]["source"] == "file" and rec["view_source"] == "ViewPosition"
     assert rec["pair"]["identity"] == {"same_patient": True, "same_study": True}
     assert not rec["film_check"]["looks_frontal"] and "assumptions" in rec["pair"]
+    # the film-likeness probe scores the lateral too (X2BRLib/film_likeness.py): a radiograph, no warning
+    assert rec["film_check"]["film_likeness"] > 0.5 and rec["film_check"]["film_likeness_threshold"] == 0.5
+    assert not any("does not look like a radiograph" in w for w in rec["warnings"])
     # the sample CT's bones project inside the lateral film where the DRR shows them
     labels, origin, spacing, image, _ = sample_patient
     uv, _ = g.project(origin + np.argwhere(labels == 32) * spacing)  # vertebra T7

@@ -338,7 +338,7 @@ def prepare_lateral(frontal: Radiograph, frontal_dets, source, detector, image_s
     Raises InputError for the bad pairs of the module docstring (a lateral that looks frontal
     only unless ``force``). New warnings are also issued as :class:`RadiographWarning`.
     """
-    from . import filmcheck
+    from . import film_likeness, filmcheck
 
     offset = lateral_offset_arg(offset)
     lateral = read_lateral(source, view)
@@ -356,7 +356,9 @@ def prepare_lateral(frontal: Radiograph, frontal_dets, source, detector, image_s
                                            + "; ".join(checks["refusals"]) + " (pass --force to reconstruct anyway)",
                                            lateral.path)
     evidence = filmcheck.view_evidence(dets, detector.imgsz)
-    new = []
+    likeness = filmcheck.likeness_checks(film_likeness.likeness(detector, det_image))
+    new = [f"the lateral film: {w}" for w in likeness.pop("warnings")]
+    checks.update(likeness)
     if evidence["looks_frontal"]:
         text = (f"two frontal films: the --lateral film looks frontal (the bone detector finds "
                 f"{evidence['bones_conf_0.25']} bones, the left and right ribs "
