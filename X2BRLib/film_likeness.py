@@ -12,11 +12,12 @@ generated pictures and four photographs (negatives); which images, and what it g
 it never saw, are in the probe's card (``Resources/Models/yolo/FILM_PROBE_CARD.md``).
 
 The probe belongs to one set of detector weights (its record names their sha256): with other
-weights there is no probe and the film check says so instead of scoring.
+weights there is no probe and the film check records a null likeness instead of scoring.
 """
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +30,19 @@ def probe_path(detector) -> Path:
     return Path(detector.info["weights"]).with_name(PROBE_NAME)
 
 
+@lru_cache(maxsize=8)
+def _read_probe(path: str, mtime_ns: int) -> dict:
+    """The parsed probe file (read once per file version: every film of a batch uses it)."""
+    return json.loads(Path(path).read_text())
+
+
 def load_probe(detector) -> dict | None:
     """The probe record for ``detector`` or None (no file, or made for other weights)."""
     p = probe_path(detector)
     if not p.is_file():
         return None
-    rec = json.loads(p.read_text())
-    if rec.get("detector_sha256") != detector.info.get("sha256"):
-        return None
-    return rec
+    rec = _read_probe(str(p), p.stat().st_mtime_ns)
+    return rec if rec.get("detector_sha256") == detector.info.get("sha256") else None
 
 
 def score(features: np.ndarray, probe: dict) -> float:
@@ -47,25 +52,24 @@ def score(features: np.ndarray, probe: dict) -> float:
     return float(1.0 / (1.0 + np.exp(-np.clip(z, -60, 60))))
 
 
-def likeness(detector, net_image: np.ndarray, probe: dict | None = None) -> dict:
-    """{"film_likeness": P(radiograph) or None, "threshold", "probe": why none} for one network image."""
-    probe = probe if probe is not None else load_probe(detector)
+def likeness(detector, net_image: np.ndarray) -> dict:
+    """{"film_likeness": P(radiograph), "threshold"} for one network image; both None when the
+    detector's weights have no probe."""
+    probe = load_probe(detector)
     if probe is None:
-        return {"film_likeness": None, "threshold": None,
-                "probe": f"no {PROBE_NAME} for these detector weights"}
+        return {"film_likeness": None, "threshold": None}
     p = score(detector.embedding(net_image, probe["layers"]), probe)
-    return {"film_likeness": round(p, 4), "threshold": probe["threshold"], "probe": PROBE_NAME}
+    return {"film_likeness": round(p, 4), "threshold": probe["threshold"]}
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, weights: np.ndarray | None = None) -> tuple:
-    """L2-regularised logistic regression on standardised features -> (mean, std, w, b).
-    x: (n, d); y: (n,) in {0, 1}; weights: per-sample weights (default: the classes weigh the same)."""
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple:
+    """L2-regularised logistic regression on standardised features -> (mean, std, w, b), the two
+    classes weighing the same. x: (n, d); y: (n,) in {0, 1}."""
     from scipy.optimize import minimize
 
     mean, std = x.mean(0), x.std(0) + 1e-6
     z = (x - mean) / std
-    if weights is None:
-        weights = np.where(y == 1, 0.5 / max(1, y.sum()), 0.5 / max(1, (1 - y).sum()))
+    weights = np.where(y == 1, 0.5 / max(1, y.sum()), 0.5 / max(1, (1 - y).sum()))
 
     def loss(theta):
         w, b = theta[:-1], theta[-1]

@@ -162,8 +162,7 @@ def view_evidence(detections, width_px: int) -> dict:
 def likeness_checks(likeness: dict | None) -> dict:
     """The film-likeness probe's verdict (:mod:`X2BRLib.film_likeness`): {"film_likeness",
     "film_likeness_threshold", "warnings"}; no warning without a probe."""
-    lk = likeness or {"film_likeness": None, "threshold": None}
-    p, t = lk["film_likeness"], lk["threshold"]
+    p, t = (likeness or {}).get("film_likeness"), (likeness or {}).get("threshold")
     warnings = []
     if p is not None and p < t:
         warnings.append(f"the image does not look like a radiograph (film likeness {p:.2f}, films score above "
